@@ -1,0 +1,22 @@
+//! Core of the Replicate webhook functions.
+//!
+//! - [`signature`]: Standard Webhooks verification.
+//! - [`replicate`]: Replicate's objects and statuses.
+//! - [`store`]: job state in Supabase through PostgREST (the state rules live in the SQL
+//!   function it calls, `supabase/migrations/`).
+//! - [`outputs`] and [`storage`]: output files, the allow-list, the S3 copier and bucket.
+//! - [`apply`]: what every delivery does (copy files, then one transaction).
+//! - [`routes`]: the core handlers; [`platform`]: Lambda and Vercel adapters around them.
+
+pub mod apply;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod outputs;
+pub mod platform;
+pub mod replicate;
+pub mod respond;
+pub mod routes;
+pub mod signature;
+pub mod storage;
+pub mod store;

@@ -1,0 +1,546 @@
+//! The S3 copier: every file of a succeeded job's output is streamed from its source into
+//! the bucket under a deterministic key, so a retried event rewrites the same objects.
+//!
+//! Memory is bounded whatever the size: a file is read one part (8 MiB) at a time and sent
+//! as a multipart upload once it is larger than one part; at most [`PARALLEL_FILES`] files
+//! are in flight.
+
+use super::hosts::{GuardedResolver, HostPolicy, Refusal};
+use super::{file_references, rewrite};
+use crate::storage::{Storage, sdk_error_kind};
+use crate::store::JobKind;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use reqwest::Url;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Size of one multipart part, and of the buffer each file in flight holds (S3's minimum
+/// part is 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Files copied at once.
+pub const PARALLEL_FILES: usize = 4;
+
+/// Why an output could not be stored. Messages name the file's position and host, never a
+/// full URL (signed URLs carry tokens) or a body.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The URL is not allowed by `OUTPUT_HOSTS`; it was not fetched.
+    #[error("output file {n} refused: {reason}")]
+    Refused {
+        /// Position in the output.
+        n: usize,
+        /// Why.
+        reason: Refusal,
+    },
+    /// The source redirected somewhere not allowed; the redirect was not followed.
+    #[error("output file {n} redirected to a host not in OUTPUT_HOSTS")]
+    RefusedRedirect {
+        /// Position in the output.
+        n: usize,
+    },
+    /// The source answered 404 or 410: Replicate has deleted the file.
+    #[error("output file {n} is gone from its source (HTTP {status})")]
+    Gone {
+        /// Position in the output.
+        n: usize,
+        /// The source's status.
+        status: u16,
+    },
+    /// The source could not be read.
+    #[error("output file {n} could not be fetched: {reason}")]
+    Fetch {
+        /// Position in the output.
+        n: usize,
+        /// What went wrong, briefly.
+        reason: String,
+    },
+    /// A `data:` URI that does not decode.
+    #[error("output file {n} is not a valid data: URI")]
+    BadDataUri {
+        /// Position in the output.
+        n: usize,
+    },
+    /// The bucket refused or could not be reached.
+    #[error("storage failed for output file {n}: {reason}")]
+    Store {
+        /// Position in the output.
+        n: usize,
+        /// The SDK error kind.
+        reason: String,
+    },
+}
+
+impl CopyError {
+    /// Whether the source no longer has the file (reconcile then fails the job).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, CopyError::Gone { .. })
+    }
+}
+
+/// The output with its files replaced by stored URLs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOutput {
+    /// Replicate's shape, with each file reference replaced by its stored URL.
+    pub output: Value,
+    /// The stored URLs, in output order.
+    pub urls: Vec<String>,
+}
+
+/// Where a job's files go.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// `models` or `predictions`.
+    pub kind: JobKind,
+    /// The job's owner.
+    pub user_id: Uuid,
+    /// Replicate's id for the job.
+    pub replicate_id: &'a str,
+}
+
+/// Copies output files into the bucket. Built once per cold start, on first use.
+#[derive(Debug, Clone)]
+pub struct Copier {
+    http: reqwest::Client,
+    storage: Storage,
+    policy: Arc<HostPolicy>,
+    prefix: String,
+    public_base_url: Option<String>,
+}
+
+impl Copier {
+    /// A copier writing through `storage` and fetching only what `policy` allows.
+    pub fn new(
+        storage: Storage,
+        policy: HostPolicy,
+        prefix: String,
+        public_base_url: Option<String>,
+    ) -> Result<Copier, reqwest::Error> {
+        let policy = Arc::new(policy);
+        let redirect_policy = Arc::clone(&policy);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    attempt.stop()
+                } else if redirect_policy.check(attempt.url()).is_ok() {
+                    attempt.follow()
+                } else {
+                    attempt.error(RedirectRefused)
+                }
+            }))
+            .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&policy))))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .build()?;
+        Ok(Copier {
+            http,
+            storage,
+            policy,
+            prefix,
+            public_base_url,
+        })
+    }
+
+    /// Copies every file in `output` and returns the output rewritten to the stored URLs.
+    /// Every URL is checked before anything is fetched, so a refused one fetches nothing.
+    pub async fn copy_all(
+        &self,
+        to: Destination<'_>,
+        output: &Value,
+    ) -> Result<StoredOutput, CopyError> {
+        let references = file_references(output);
+        let mut sources = Vec::with_capacity(references.len());
+        for (n, reference) in references.iter().enumerate() {
+            sources.push(self.source(n, reference)?);
+        }
+        let base = format!(
+            "{}{}/{}/{}",
+            self.prefix,
+            to.kind.table(),
+            to.user_id,
+            to.replicate_id
+        );
+        let base = base.as_str();
+        let urls: Vec<String> = stream::iter(sources.into_iter().enumerate())
+            .map(|(n, source)| self.copy_one(n, source, base))
+            .buffered(PARALLEL_FILES)
+            .try_collect()
+            .await?;
+        Ok(StoredOutput {
+            output: rewrite(output, &urls),
+            urls,
+        })
+    }
+
+    fn source(&self, n: usize, reference: &str) -> Result<Source, CopyError> {
+        let trimmed = reference.trim();
+        if trimmed
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("data:"))
+        {
+            return DataUri::parse(trimmed)
+                .map(Source::Data)
+                .ok_or(CopyError::BadDataUri { n });
+        }
+        let url = Url::parse(trimmed).map_err(|_| CopyError::Refused {
+            n,
+            reason: Refusal::NotUrl,
+        })?;
+        self.policy
+            .check(&url)
+            .map_err(|reason| CopyError::Refused { n, reason })?;
+        Ok(Source::Url(url))
+    }
+
+    async fn copy_one(&self, n: usize, source: Source, base: &str) -> Result<String, CopyError> {
+        match source {
+            Source::Data(data) => {
+                let key = format!("{base}/{n}{}", extension_for_type(&data.media_type));
+                self.put(n, &key, &data.media_type, data.bytes).await?;
+                Ok(self.stored_url(&key))
+            }
+            Source::Url(url) => {
+                let key = format!("{base}/{n}{}", extension_of(&url));
+                self.fetch_into(n, &url, &key).await?;
+                Ok(self.stored_url(&key))
+            }
+        }
+    }
+
+    async fn fetch_into(&self, n: usize, url: &Url, key: &str) -> Result<(), CopyError> {
+        let response = self.http.get(url.clone()).send().await.map_err(|e| {
+            if e.is_redirect() {
+                CopyError::RefusedRedirect { n }
+            } else {
+                CopyError::Fetch {
+                    n,
+                    reason: fetch_reason(&e),
+                }
+            }
+        })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+            return Err(CopyError::Gone {
+                n,
+                status: status.as_u16(),
+            });
+        }
+        if status.is_redirection() {
+            // A redirect the policy stopped (too many hops).
+            return Err(CopyError::RefusedRedirect { n });
+        }
+        if !status.is_success() {
+            return Err(CopyError::Fetch {
+                n,
+                reason: format!("source answered HTTP {}", status.as_u16()),
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        self.stream_upload(n, key, &content_type, response).await
+    }
+
+    /// Reads the body one part at a time: a body smaller than a part is one PutObject,
+    /// anything larger a multipart upload, aborted if anything fails.
+    async fn stream_upload(
+        &self,
+        n: usize,
+        key: &str,
+        content_type: &str,
+        mut response: reqwest::Response,
+    ) -> Result<(), CopyError> {
+        let mut part = Vec::with_capacity(PART_SIZE);
+        let mut upload: Option<Multipart> = None;
+        let result = async {
+            loop {
+                let chunk = response.chunk().await.map_err(|e| CopyError::Fetch {
+                    n,
+                    reason: fetch_reason(&e),
+                })?;
+                let Some(chunk) = chunk else { break };
+                part.extend_from_slice(&chunk);
+                if part.len() >= PART_SIZE {
+                    let full = std::mem::replace(&mut part, Vec::with_capacity(PART_SIZE));
+                    if upload.is_none() {
+                        upload = Some(self.start_multipart(n, key, content_type).await?);
+                    }
+                    if let Some(upload) = upload.as_mut() {
+                        self.upload_part(n, key, upload, full).await?;
+                    }
+                }
+            }
+            match upload.as_mut() {
+                None => self.put(n, key, content_type, Bytes::from(part)).await,
+                Some(upload) => {
+                    if !part.is_empty() {
+                        self.upload_part(n, key, upload, std::mem::take(&mut part))
+                            .await?;
+                    }
+                    self.complete(n, key, upload).await
+                }
+            }
+        }
+        .await;
+        if let (Err(_), Some(upload)) = (&result, &upload) {
+            // Best effort: an abandoned upload only costs storage until the bucket's
+            // lifecycle rule (or the next successful retry) clears it.
+            let _ = self
+                .storage
+                .client()
+                .abort_multipart_upload()
+                .bucket(self.storage.bucket())
+                .key(key)
+                .upload_id(&upload.id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn put(
+        &self,
+        n: usize,
+        key: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(), CopyError> {
+        self.storage
+            .client()
+            .put_object()
+            .bucket(self.storage.bucket())
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| CopyError::Store {
+                n,
+                reason: sdk_error_kind(&e),
+            })
+    }
+
+    async fn start_multipart(
+        &self,
+        n: usize,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Multipart, CopyError> {
+        let created = self
+            .storage
+            .client()
+            .create_multipart_upload()
+            .bucket(self.storage.bucket())
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| CopyError::Store {
+                n,
+                reason: sdk_error_kind(&e),
+            })?;
+        let id = created.upload_id().ok_or_else(|| CopyError::Store {
+            n,
+            reason: "no upload id".into(),
+        })?;
+        Ok(Multipart {
+            id: id.to_owned(),
+            parts: Vec::new(),
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        n: usize,
+        key: &str,
+        upload: &mut Multipart,
+        bytes: Vec<u8>,
+    ) -> Result<(), CopyError> {
+        let number = i32::try_from(upload.parts.len() + 1).unwrap_or(i32::MAX);
+        let done = self
+            .storage
+            .client()
+            .upload_part()
+            .bucket(self.storage.bucket())
+            .key(key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| CopyError::Store {
+                n,
+                reason: sdk_error_kind(&e),
+            })?;
+        upload.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(done.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete(&self, n: usize, key: &str, upload: &mut Multipart) -> Result<(), CopyError> {
+        self.storage
+            .client()
+            .complete_multipart_upload()
+            .bucket(self.storage.bucket())
+            .key(key)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(std::mem::take(&mut upload.parts)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| CopyError::Store {
+                n,
+                reason: sdk_error_kind(&e),
+            })
+    }
+
+    fn stored_url(&self, key: &str) -> String {
+        match &self.public_base_url {
+            Some(base) => format!("{base}/{key}"),
+            None => format!("s3://{}/{key}", self.storage.bucket()),
+        }
+    }
+}
+
+struct Multipart {
+    id: String,
+    parts: Vec<CompletedPart>,
+}
+
+enum Source {
+    Url(Url),
+    Data(DataUri),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("redirect to a host not in OUTPUT_HOSTS")]
+struct RedirectRefused;
+
+/// A decoded `data:` URI (RFC 2397).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataUri {
+    /// The media type, `text/plain;charset=US-ASCII` when absent.
+    pub media_type: String,
+    /// The decoded bytes.
+    pub bytes: Bytes,
+}
+
+impl DataUri {
+    /// Parses and decodes `data:[<mediatype>][;base64],<data>`.
+    pub fn parse(uri: &str) -> Option<DataUri> {
+        let rest = uri.get(5..)?;
+        let (meta, data) = rest.split_once(',')?;
+        let (media_type, is_base64) = match meta.strip_suffix(";base64") {
+            Some(m) => (m, true),
+            None => (meta, false),
+        };
+        let bytes = if is_base64 {
+            let cleaned: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+            let decoded = percent_encoding::percent_decode_str(&cleaned).collect::<Vec<u8>>();
+            base64::engine::general_purpose::STANDARD
+                .decode(&decoded)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&decoded))
+                .ok()?
+        } else {
+            percent_encoding::percent_decode_str(data).collect()
+        };
+        let media_type = if media_type.is_empty() {
+            "text/plain;charset=US-ASCII".to_owned()
+        } else {
+            media_type.to_owned()
+        };
+        Some(DataUri {
+            media_type,
+            bytes: Bytes::from(bytes),
+        })
+    }
+}
+
+/// The file extension of a URL's last path segment (`.png`), or nothing.
+fn extension_of(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, ext)| ext)
+        .filter(|ext| {
+            (1..=10).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+        .map(|ext| format!(".{}", ext.to_ascii_lowercase()))
+        .unwrap_or_default()
+}
+
+/// An extension for a media type, for `data:` URIs that have no name.
+fn extension_for_type(media_type: &str) -> &'static str {
+    let essence = media_type.split(';').next().unwrap_or_default().trim();
+    match essence.to_ascii_lowercase().as_str() {
+        "image/png" => ".png",
+        "image/jpeg" => ".jpg",
+        "image/webp" => ".webp",
+        "image/gif" => ".gif",
+        "image/svg+xml" => ".svg",
+        "audio/wav" | "audio/x-wav" => ".wav",
+        "audio/mpeg" => ".mp3",
+        "video/mp4" => ".mp4",
+        "application/json" => ".json",
+        "application/x-tar" => ".tar",
+        "application/zip" => ".zip",
+        "text/plain" => ".txt",
+        _ => "",
+    }
+}
+
+fn fetch_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connect() {
+        "connection failed".into()
+    } else if error.is_body() || error.is_decode() {
+        "body interrupted".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_uris_decode() {
+        let d = DataUri::parse("data:image/png;base64,aGVsbG8=").unwrap();
+        assert_eq!(d.media_type, "image/png");
+        assert_eq!(&d.bytes[..], b"hello");
+        let d = DataUri::parse("data:,A%20brief%20note").unwrap();
+        assert_eq!(d.media_type, "text/plain;charset=US-ASCII");
+        assert_eq!(&d.bytes[..], b"A brief note");
+        assert!(DataUri::parse("data:image/png;base64,@@@").is_none());
+        assert!(DataUri::parse("data:no-comma").is_none());
+    }
+
+    #[test]
+    fn extensions_come_from_the_name_or_the_type() {
+        let url = Url::parse("https://replicate.delivery/xezq/a/out-0.WEBP?x=1").unwrap();
+        assert_eq!(extension_of(&url), ".webp");
+        let url = Url::parse("https://replicate.delivery/xezq/a/trained_model").unwrap();
+        assert_eq!(extension_of(&url), "");
+        assert_eq!(extension_for_type("image/jpeg"), ".jpg");
+        assert_eq!(extension_for_type("application/x-unknown"), "");
+    }
+}

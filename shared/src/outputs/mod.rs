@@ -1,0 +1,108 @@
+//! Finding the files in a job's output.
+//!
+//! Replicate's `output` may be a URL string, a list of URLs, URLs nested in an object (a
+//! training's `weights`), `data:` URIs, or plain text and token lists, which are not files.
+
+pub mod copy;
+pub mod hosts;
+
+use serde_json::Value;
+
+/// Whether a string in an output is a file to keep (a URL or a `data:` URI), as opposed
+/// to text the model produced.
+pub fn is_file_reference(s: &str) -> bool {
+    let s = s.trim_start();
+    let has_scheme = |scheme: &str| {
+        s.get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+    };
+    // A whole-string URL with no whitespace; a sentence that mentions a URL is text.
+    (has_scheme("https://") || has_scheme("http://") || has_scheme("data:"))
+        && !s.trim_end().contains(char::is_whitespace)
+}
+
+/// Every file reference in `output`, depth first in document order.
+pub fn file_references(output: &Value) -> Vec<&str> {
+    let mut found = Vec::new();
+    collect(output, &mut found);
+    found
+}
+
+fn collect<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) if is_file_reference(s) => found.push(s),
+        Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
+        Value::Object(map) => map.values().for_each(|v| collect(v, found)),
+        _ => {}
+    }
+}
+
+/// `output` with its file references replaced, in the order [`file_references`] lists
+/// them, by `stored`.
+pub fn rewrite(output: &Value, stored: &[String]) -> Value {
+    let mut next = stored.iter();
+    replace(output, &mut next)
+}
+
+fn replace<'a>(value: &Value, next: &mut impl Iterator<Item = &'a String>) -> Value {
+    match value {
+        Value::String(s) if is_file_reference(s) => next
+            .next()
+            .map_or_else(|| value.clone(), |url| Value::String(url.clone())),
+        Value::Array(items) => Value::Array(items.iter().map(|v| replace(v, next)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), replace(v, next)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_files_in_every_shape() {
+        assert_eq!(
+            file_references(&json!("https://replicate.delivery/xezq/a/out.png")),
+            vec!["https://replicate.delivery/xezq/a/out.png"]
+        );
+        assert_eq!(
+            file_references(&json!([
+                "https://a.replicate.delivery/1.png",
+                "data:text/plain;base64,aGk="
+            ]))
+            .len(),
+            2
+        );
+        assert_eq!(
+            file_references(
+                &json!({"version": "abc", "weights": "https://replicate.delivery/w.tar"})
+            ),
+            vec!["https://replicate.delivery/w.tar"]
+        );
+    }
+
+    #[test]
+    fn rewrite_keeps_the_shape() {
+        let output = json!({"version": "v", "weights": "https://replicate.delivery/w.tar", "extra": ["data:,x", 3]});
+        let stored = vec!["s3://b/0.txt".to_owned(), "s3://b/1.tar".to_owned()];
+        // Document order of serde_json's map is key order: extra, version, weights.
+        assert_eq!(
+            rewrite(&output, &stored),
+            json!({"version": "v", "weights": "s3://b/1.tar", "extra": ["s3://b/0.txt", 3]})
+        );
+    }
+
+    #[test]
+    fn text_and_tokens_are_not_files() {
+        assert!(file_references(&json!("A cat on a mat")).is_empty());
+        assert!(file_references(&json!(["The", " answer", " is https://x.y"])).is_empty());
+        assert!(file_references(&json!("see https://replicate.delivery/a.png for it")).is_empty());
+        assert!(file_references(&json!(null)).is_empty());
+        assert!(file_references(&json!({"version": "abc123"})).is_empty());
+    }
+}

@@ -1,0 +1,286 @@
+//! Replicate's prediction and training objects, as they arrive in a webhook body.
+//!
+//! Parsing turns the raw body into a [`Delivery`] whose fields are known to be usable, so
+//! the rest of the code never re-checks them.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A job's status, in Replicate's vocabulary plus `pending` (created, nothing heard yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Created by the app; Replicate has not reported yet. Never sent by Replicate.
+    Pending,
+    /// Replicate accepted the job.
+    Starting,
+    /// Running; output and logs may grow.
+    Processing,
+    /// Finished with output.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Canceled by the user.
+    Canceled,
+    /// Its deadline passed before it ran.
+    Aborted,
+}
+
+impl Status {
+    /// Every status, in rank order.
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::Starting,
+        Status::Processing,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Canceled,
+        Status::Aborted,
+    ];
+
+    /// The name Replicate and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Starting => "starting",
+            Status::Processing => "processing",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
+            Status::Aborted => "aborted",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Progress order: pending < starting < processing < every terminal status.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Pending => 0,
+            Status::Starting => 1,
+            Status::Processing => 2,
+            Status::Succeeded | Status::Failed | Status::Canceled | Status::Aborted => 3,
+        }
+    }
+
+    /// After a terminal status nothing changes.
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 3
+    }
+
+    /// Failed, canceled and aborted jobs give their credits back.
+    pub fn refunds(self) -> bool {
+        matches!(self, Status::Failed | Status::Canceled | Status::Aborted)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verified webhook body, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Replicate's prediction or training id.
+    pub id: String,
+    /// The status it reports.
+    pub status: Status,
+    /// Replicate's output, as sent (null when absent).
+    pub output: Value,
+    /// The error message of a failed job.
+    pub error: Option<String>,
+    /// `metrics`, kept whole (Replicate adds keys over time).
+    pub metrics: Option<Value>,
+    /// When the job started running.
+    pub started_at: Option<OffsetDateTime>,
+    /// When the job finished.
+    pub completed_at: Option<OffsetDateTime>,
+    /// Whether Replicate has already deleted the job's files.
+    pub data_removed: bool,
+}
+
+/// Why a body is not a usable prediction or training object.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// Not JSON, or not an object.
+    #[error("body is not a JSON object")]
+    NotJson,
+    /// A required field is absent, null or empty.
+    #[error("body has no `{0}`")]
+    Missing(&'static str),
+    /// A field has the wrong type.
+    #[error("`{0}` has the wrong type")]
+    WrongType(&'static str),
+    /// `status` is not one Replicate sends.
+    #[error("unknown status")]
+    UnknownStatus,
+    /// A timestamp is not RFC 3339.
+    #[error("`{0}` is not an RFC 3339 timestamp")]
+    BadTimestamp(&'static str),
+}
+
+// The wire shape: every field optional and loosely typed, so each problem gets its own
+// message instead of serde's.
+#[derive(Deserialize)]
+struct Wire {
+    id: Option<Value>,
+    status: Option<Value>,
+    #[serde(default)]
+    output: Value,
+    #[serde(default)]
+    error: Value,
+    #[serde(default)]
+    metrics: Value,
+    #[serde(default)]
+    started_at: Value,
+    #[serde(default)]
+    completed_at: Value,
+    #[serde(default)]
+    data_removed: Value,
+}
+
+impl Delivery {
+    /// Parses a raw (already verified) body.
+    pub fn parse(body: &[u8]) -> Result<Delivery, DeliveryError> {
+        let wire: Wire = serde_json::from_slice(body).map_err(|_| DeliveryError::NotJson)?;
+        let id = match wire.id {
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                return Err(DeliveryError::Missing("id"));
+            }
+            Some(_) => return Err(DeliveryError::WrongType("id")),
+        };
+        let status = match wire.status {
+            Some(Value::String(s)) => Status::parse(&s)
+                // `pending` is ours; Replicate never reports it.
+                .filter(|s| *s != Status::Pending)
+                .ok_or(DeliveryError::UnknownStatus)?,
+            None | Some(Value::Null) => return Err(DeliveryError::Missing("status")),
+            Some(_) => return Err(DeliveryError::WrongType("status")),
+        };
+        let error = match wire.error {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            // Some models report structured errors; keep them readable.
+            other => Some(other.to_string()),
+        };
+        let metrics = match wire.metrics {
+            Value::Null => None,
+            m @ Value::Object(_) => Some(m),
+            _ => return Err(DeliveryError::WrongType("metrics")),
+        };
+        Ok(Delivery {
+            id,
+            status,
+            output: wire.output,
+            error,
+            metrics,
+            started_at: timestamp(wire.started_at, "started_at")?,
+            completed_at: timestamp(wire.completed_at, "completed_at")?,
+            data_removed: matches!(wire.data_removed, Value::Bool(true)),
+        })
+    }
+}
+
+fn timestamp(value: Value, name: &'static str) -> Result<Option<OffsetDateTime>, DeliveryError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => OffsetDateTime::parse(&s, &Rfc3339)
+            .map(Some)
+            .map_err(|_| DeliveryError::BadTimestamp(name)),
+        _ => Err(DeliveryError::BadTimestamp(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Delivery, DeliveryError> {
+        Delivery::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn parses_a_realistic_prediction() {
+        let d = parse(json!({
+            "id": "ufawqhfynnddngldkgtslldrkq",
+            "model": "stability-ai/sdxl",
+            "version": "hidden",
+            "status": "succeeded",
+            "output": ["https://replicate.delivery/xezq/abc/out-0.png"],
+            "error": null,
+            "logs": "",
+            "metrics": {"predict_time": 2.1, "total_time": 2.4, "image_count": 1},
+            "created_at": "2024-05-01T10:00:00.127Z",
+            "started_at": "2024-05-01T10:00:01.383588891Z",
+            "completed_at": "2024-05-01T10:00:03Z",
+            "urls": {"get": "https://api.replicate.com/v1/predictions/u", "cancel": "c"}
+        }))
+        .unwrap();
+        assert_eq!(d.id, "ufawqhfynnddngldkgtslldrkq");
+        assert_eq!(d.status, Status::Succeeded);
+        assert_eq!(d.started_at.unwrap().nanosecond(), 383_588_891);
+        assert_eq!(d.metrics.unwrap()["image_count"], 1);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_job() {
+        assert_eq!(Delivery::parse(b"not json"), Err(DeliveryError::NotJson));
+        assert_eq!(Delivery::parse(b"[1]"), Err(DeliveryError::NotJson));
+        assert_eq!(
+            parse(json!({"status": "failed"})),
+            Err(DeliveryError::Missing("id"))
+        );
+        assert_eq!(
+            parse(json!({"id": "", "status": "failed"})),
+            Err(DeliveryError::Missing("id"))
+        );
+        assert_eq!(
+            parse(json!({"id": "x"})),
+            Err(DeliveryError::Missing("status"))
+        );
+        assert_eq!(
+            parse(json!({"id": 3, "status": "failed"})),
+            Err(DeliveryError::WrongType("id"))
+        );
+        assert_eq!(
+            parse(json!({"id": "x", "status": "done"})),
+            Err(DeliveryError::UnknownStatus)
+        );
+        assert_eq!(
+            parse(json!({"id": "x", "status": "pending"})),
+            Err(DeliveryError::UnknownStatus)
+        );
+        assert_eq!(
+            parse(json!({"id": "x", "status": "failed", "completed_at": "yesterday"})),
+            Err(DeliveryError::BadTimestamp("completed_at"))
+        );
+    }
+
+    #[test]
+    fn status_order_and_kinds() {
+        assert!(Status::Starting.rank() < Status::Processing.rank());
+        assert!(Status::Processing.rank() < Status::Aborted.rank());
+        assert!(Status::Aborted.is_terminal() && Status::Aborted.refunds());
+        assert!(Status::Succeeded.is_terminal() && !Status::Succeeded.refunds());
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn structured_errors_are_kept_as_text() {
+        let d = parse(json!({"id": "x", "status": "failed", "error": {"code": "E1"}})).unwrap();
+        assert_eq!(d.error.unwrap(), r#"{"code":"E1"}"#);
+    }
+}

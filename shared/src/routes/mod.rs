@@ -1,0 +1,7 @@
+//! The routes' core handlers: `http::Request<Bytes>` in, `http::Response<Bytes>` out.
+
+pub mod health;
+pub mod webhook;
+
+pub use health::Health;
+pub use webhook::{Webhook, WebhookRoute};

@@ -1,0 +1,174 @@
+//! A local file server standing in for replicate.delivery: serves registered files and
+//! generated large ones, answers 404 and redirects, and logs every request it receives.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A running file server; stops when dropped.
+pub struct FileServer {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    files: Arc<Mutex<HashMap<String, (String, Bytes)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FileServer {
+    /// Starts a server on a free port.
+    pub async fn start() -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let files: Arc<Mutex<HashMap<String, (String, Bytes)>>> = Arc::default();
+        let (task_log, task_files) = (Arc::clone(&log), Arc::clone(&files));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, files) = (Arc::clone(&task_log), Arc::clone(&task_files));
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (log, files) = (Arc::clone(&log), Arc::clone(&files));
+                        async move { Ok::<_, Infallible>(answer(&req, &log, &files)) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FileServer {
+            base,
+            log,
+            files,
+            task,
+        }
+    }
+
+    /// Serves `bytes` at `/f/{name}` with `content_type`; returns its URL.
+    pub fn add(&self, name: &str, content_type: &str, bytes: &[u8]) -> String {
+        self.files.lock().expect("lock").insert(
+            name.to_owned(),
+            (content_type.to_owned(), Bytes::copy_from_slice(bytes)),
+        );
+        format!("{}/f/{name}", self.base)
+    }
+
+    /// URL of a generated file of `size` bytes (see [`generated_sha256`]).
+    pub fn big(&self, size: usize, name: &str) -> String {
+        format!("{}/big/{size}/{name}", self.base)
+    }
+
+    /// URL that redirects to `to`.
+    pub fn redirect(&self, to: &str) -> String {
+        format!("{}/redirect?to={to}", self.base)
+    }
+
+    /// URL that answers 404, as Replicate does once it has deleted a file.
+    pub fn gone(&self) -> String {
+        format!("{}/gone/out.png", self.base)
+    }
+
+    /// Paths requested so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+}
+
+fn answer(
+    req: &Request<Incoming>,
+    log: &Mutex<Vec<String>>,
+    files: &Mutex<HashMap<String, (String, Bytes)>>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    log.lock().expect("lock").push(path.clone());
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("f"), Some(name), None) => match files.lock().expect("lock").get(name) {
+            Some((content_type, bytes)) => Response::builder()
+                .header("content-type", content_type)
+                .body(Full::new(bytes.clone()).boxed())
+                .expect("response"),
+            None => status(StatusCode::NOT_FOUND),
+        },
+        (Some("big"), Some(size), Some(_)) => {
+            let size: usize = size.parse().unwrap_or(0);
+            Response::builder()
+                .header("content-type", "application/x-tar")
+                .header("content-length", size)
+                .body(StreamBody::new(generated_stream(size)).boxed())
+                .expect("response")
+        }
+        (Some("redirect"), None, None) => {
+            let to = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("to="))
+                .unwrap_or_default()
+                .to_owned();
+            Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", to)
+                .body(Full::new(Bytes::new()).boxed())
+                .expect("response")
+        }
+        _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("response")
+}
+
+const CHUNK: usize = 64 * 1024;
+
+fn chunk(index: usize, len: usize) -> Bytes {
+    // Each chunk differs, so a dropped, repeated or reordered part changes the hash.
+    let seed = (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Bytes::from(
+        (0..len)
+            .map(|i| (seed.wrapping_add(i as u64 * 31) >> 3) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn generated_stream(
+    size: usize,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> {
+    let chunks = size.div_ceil(CHUNK);
+    futures_util::stream::iter((0..chunks).map(move |i| {
+        let len = CHUNK.min(size - i * CHUNK);
+        Ok(Frame::data(chunk(i, len)))
+    }))
+}
+
+/// The SHA-256 of the generated file of `size` bytes.
+pub fn generated_sha256(size: usize) -> String {
+    let mut hash = Sha256::new();
+    for i in 0..size.div_ceil(CHUNK) {
+        hash.update(chunk(i, CHUNK.min(size - i * CHUNK)));
+    }
+    format!("{:x}", hash.finalize())
+}

@@ -1,0 +1,451 @@
+//! Helpers for the black-box tests: the running local stack, signed deliveries, seeded rows,
+//! spawned servers and free ports.
+//!
+//! The tests need the stack `scripts/test` starts (PostgreSQL, PostgREST, the S3 server) and
+//! read where it is from the environment; without it they fail and say so.
+
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{Request, Response};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use shared::config::Settings;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// The signing secret every test function is configured with (24 random bytes, as
+/// Replicate's are).
+pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLXJlcGxpY2F0ZQ==";
+
+/// Reads a variable the test stack sets, failing with directions when it is absent.
+pub fn stack_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests through scripts/test, which starts the local stack"
+        )
+    })
+}
+
+/// The variables a function needs to reach the running stack, with the test secret.
+pub fn stack_env() -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    for name in [
+        "POSTGREST_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "S3_ENDPOINT_URL",
+        "S3_FORCE_PATH_STYLE",
+        "S3_BUCKET",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        env.insert(name.to_owned(), stack_var(name));
+    }
+    env.insert("REPLICATE_WEBHOOK_SECRET".into(), SECRET.into());
+    // Fixtures name replicate.delivery: no test may fetch from the Internet, so only a local
+    // port nothing listens on is allowed unless a test lists its own file server.
+    env.insert("OUTPUT_HOSTS".into(), "http://127.0.0.1:1".into());
+    env
+}
+
+/// An S3 client for the stack's bucket, for reading back what the functions stored.
+pub fn storage() -> shared::storage::Storage {
+    let config = shared::config::StorageConfig::from_env(&stack_env()).expect("stack storage");
+    shared::storage::Storage::new(&config)
+}
+
+/// The stored object's content type and bytes.
+pub async fn s3_object(key: &str) -> (String, Bytes) {
+    let storage = storage();
+    let object = storage
+        .client()
+        .get_object()
+        .bucket(storage.bucket())
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("object {key}: {e:?}"));
+    let content_type = object.content_type().unwrap_or_default().to_owned();
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .expect("object body")
+        .into_bytes();
+    (content_type, bytes)
+}
+
+/// Keys stored under `prefix`.
+pub async fn s3_keys(prefix: &str) -> Vec<String> {
+    let storage = storage();
+    let listed = storage
+        .client()
+        .list_objects_v2()
+        .bucket(storage.bucket())
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("list objects");
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+/// Settings for an in-process handler: the stack's, with `changes` applied (an empty value
+/// unsets a variable).
+pub fn settings_with(changes: &[(&str, &str)]) -> Settings {
+    let mut env = stack_env();
+    for (k, v) in changes {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::from_env(&env)
+}
+
+/// The stack's settings.
+pub fn settings() -> Settings {
+    settings_with(&[])
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Signs like Replicate does, with its own HMAC code (not the project's), so a wrong
+/// verifier cannot agree with a wrong signer.
+pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = BASE64
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("test secret is base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+/// The three signature headers for `body`, signed now with the test secret.
+pub fn signed_headers(webhook_id: &str, body: &[u8]) -> Vec<(String, String)> {
+    let ts = now();
+    vec![
+        ("webhook-id".into(), webhook_id.into()),
+        ("webhook-timestamp".into(), ts.to_string()),
+        (
+            "webhook-signature".into(),
+            signature(SECRET, webhook_id, ts, body),
+        ),
+        ("content-type".into(), "application/json".into()),
+    ]
+}
+
+/// A fresh webhook id.
+pub fn webhook_id() -> String {
+    format!("msg_{}", Uuid::new_v4().simple())
+}
+
+/// A fresh Replicate-style id.
+pub fn replicate_id() -> String {
+    Uuid::new_v4().simple().to_string()[..26].to_owned()
+}
+
+/// A fixture from `tests/fixtures/` with its `id` (and URLs) set to `id`.
+pub fn fixture(name: &str, id: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text.replace("REPLACED", id)).expect("fixture is JSON")
+}
+
+/// A signed POST to `uri` carrying `body`, as an in-process request.
+pub fn signed_post(uri: &str, body: &Value) -> Request<Bytes> {
+    signed_post_with_id(uri, body, &webhook_id())
+}
+
+/// A signed POST with a chosen webhook id.
+pub fn signed_post_with_id(uri: &str, body: &Value, id: &str) -> Request<Bytes> {
+    let bytes = serde_json::to_vec(body).expect("serialisable");
+    let mut builder = Request::post(uri);
+    for (k, v) in signed_headers(id, &bytes) {
+        builder = builder.header(k, v);
+    }
+    builder.body(Bytes::from(bytes)).expect("valid request")
+}
+
+/// An answer's JSON body.
+pub fn body_json(response: &Response<Bytes>) -> Value {
+    serde_json::from_slice(response.body()).expect("answers are JSON")
+}
+
+/// A PostgREST client for the stack, as the service role.
+pub struct Db {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+}
+
+impl Db {
+    /// Connects with the service role key.
+    pub fn service() -> Db {
+        Db {
+            http: reqwest::Client::new(),
+            url: stack_var("POSTGREST_URL"),
+            key: stack_var("SUPABASE_SERVICE_ROLE_KEY"),
+        }
+    }
+
+    /// Connects with the anon key (what a browser holds).
+    pub fn anon() -> Db {
+        Db {
+            key: stack_var("SUPABASE_ANON_KEY"),
+            ..Db::service()
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/{path}", self.url))
+            .header("apikey", &self.key)
+            .bearer_auth(&self.key)
+    }
+
+    /// Inserts `row` into `table`, returning the HTTP status.
+    pub async fn try_insert(&self, table: &str, row: &Value) -> u16 {
+        self.request(reqwest::Method::POST, table)
+            .json(row)
+            .send()
+            .await
+            .expect("PostgREST answers")
+            .status()
+            .as_u16()
+    }
+
+    /// Inserts `row` into `table`; panics unless it was created.
+    pub async fn insert(&self, table: &str, row: &Value) {
+        let status = self.try_insert(table, row).await;
+        assert_eq!(status, 201, "insert into {table}");
+    }
+
+    /// Rows of `table` matching a PostgREST filter such as `id=eq.X`.
+    pub async fn select(&self, table: &str, filter: &str) -> Vec<Value> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("{table}?{filter}"))
+            .send()
+            .await
+            .expect("PostgREST answers");
+        assert!(
+            response.status().is_success(),
+            "select {table}: {}",
+            response.status()
+        );
+        response.json().await.expect("rows are JSON")
+    }
+
+    /// The single row of `table` with this id.
+    pub async fn row(&self, table: &str, id: Uuid) -> Value {
+        let mut rows = self.select(table, &format!("id=eq.{id}")).await;
+        assert_eq!(rows.len(), 1, "{table} {id}");
+        rows.remove(0)
+    }
+
+    /// Sends a PATCH or DELETE with a filter, returning the HTTP status and rows touched.
+    pub async fn try_change(
+        &self,
+        method: reqwest::Method,
+        table: &str,
+        filter: &str,
+        body: &Value,
+    ) -> (u16, usize) {
+        let response = self
+            .request(method, &format!("{table}?{filter}"))
+            .header("Prefer", "return=representation")
+            .json(body)
+            .send()
+            .await
+            .expect("PostgREST answers");
+        let status = response.status().as_u16();
+        let rows: Vec<Value> = response.json().await.unwrap_or_default();
+        (status, rows.len())
+    }
+}
+
+/// A user with a profile.
+pub async fn seed_user(db: &Db) -> Uuid {
+    let user = Uuid::new_v4();
+    db.insert(
+        "profiles",
+        &json!({"id": user, "email": format!("{user}@example.com")}),
+    )
+    .await;
+    user
+}
+
+/// A prediction row owned by `user`, optionally already tied to a Replicate id.
+pub async fn seed_prediction(
+    db: &Db,
+    user: Uuid,
+    replicate_id: Option<&str>,
+    credits: i32,
+) -> Uuid {
+    let id = Uuid::new_v4();
+    db.insert(
+        "predictions",
+        &json!({"id": id, "user_id": user, "prompt": "a cat", "credits_cost": credits,
+                "replicate_prediction_id": replicate_id}),
+    )
+    .await;
+    id
+}
+
+/// A model row owned by `user`, optionally already tied to a Replicate training id.
+pub async fn seed_model(db: &Db, user: Uuid, replicate_id: Option<&str>, credits: i32) -> Uuid {
+    let id = Uuid::new_v4();
+    db.insert(
+        "models",
+        &json!({"id": id, "user_id": user, "credits_cost": credits,
+                "replicate_training_id": replicate_id}),
+    )
+    .await;
+    id
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls until `ready` is true, failing after `limit`. Each poll waits on a real event (a
+/// connect attempt or a request), so this is not a sleep standing in for synchronisation.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if ready().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} was not ready within {limit:?}"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_for_port(port: u16) {
+    wait_until(
+        &format!("port {port}"),
+        Duration::from_secs(20),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Server {
+    child: Child,
+    /// The port it serves.
+    pub port: u16,
+}
+
+impl Server {
+    /// Wraps a started child serving `port`.
+    pub fn from_child(child: Child, port: u16) -> Server {
+        Server { child, port }
+    }
+
+    /// Stops the server now and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a PostgREST of our own against the stack's database, so a test can stop it.
+pub async fn spawn_postgrest() -> Server {
+    spawn_postgrest_on(free_port()).await
+}
+
+/// Starts a PostgREST of our own on `port`.
+pub async fn spawn_postgrest_on(port: u16) -> Server {
+    let child = Command::new(stack_var("POSTGREST_BIN"))
+        .env_clear()
+        .env("PGRST_DB_URI", stack_var("PGRST_DB_URI"))
+        .env("PGRST_DB_SCHEMAS", "public")
+        .env("PGRST_DB_ANON_ROLE", "anon")
+        .env("PGRST_JWT_SECRET", stack_var("PGRST_JWT_SECRET"))
+        .env("PGRST_SERVER_HOST", "127.0.0.1")
+        .env("PGRST_SERVER_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("PostgREST starts");
+    let server = Server { child, port };
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_until("PostgREST", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    server
+}
+
+/// Starts an S3 server of our own over the stack's folder, so a test can stop it.
+pub async fn spawn_s3() -> Server {
+    spawn_s3_on(free_port()).await
+}
+
+/// Starts an S3 server of our own on `port`.
+pub async fn spawn_s3_on(port: u16) -> Server {
+    let child = Command::new(stack_var("S3_SERVER_BIN"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            &stack_var("AWS_ACCESS_KEY_ID"),
+            "--secret-key",
+            &stack_var("AWS_SECRET_ACCESS_KEY"),
+            &stack_var("S3_ROOT"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the S3 server starts");
+    wait_for_port(port).await;
+    Server { child, port }
+}

@@ -1,0 +1,12 @@
+//! Black-box tests of the functions against the real local stack (see `helpers`).
+
+// A test that cannot set up should fail loudly; panicking helpers are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod files;
+mod health;
+mod helpers;
+mod lambda;
+mod outputs;
+mod state;
+mod vercel;

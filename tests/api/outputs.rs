@@ -1,0 +1,322 @@
+//! Output files copied to the S3 server before a job is marked succeeded, fetched from a
+//! local file server standing in for replicate.delivery.
+
+use crate::files::{FileServer, generated_sha256};
+use crate::helpers::*;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use shared::platform::Handler as _;
+use shared::routes::{Webhook, WebhookRoute};
+use uuid::Uuid;
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\nfake image bytes";
+
+struct Job {
+    db: Db,
+    user: Uuid,
+    id: Uuid,
+    rid: String,
+}
+
+impl Job {
+    async fn prediction() -> Job {
+        let db = Db::service();
+        let user = seed_user(&db).await;
+        let id = seed_prediction(&db, user, None, 2).await;
+        Job {
+            db,
+            user,
+            id,
+            rid: replicate_id(),
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("/p?user_id={}&prediction_id={}", self.user, self.id)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("predictions/{}/{}/{name}", self.user, self.rid)
+    }
+
+    fn delivery(&self, output: Value) -> Value {
+        let mut body = fixture("prediction_succeeded_url_list", &self.rid);
+        body["output"] = output;
+        body
+    }
+
+    async fn row(&self) -> Value {
+        self.db.row("predictions", self.id).await
+    }
+}
+
+fn predict(hosts: &str, extra: &[(&str, &str)]) -> Webhook {
+    let mut changes = vec![("OUTPUT_HOSTS", hosts)];
+    changes.extend_from_slice(extra);
+    Webhook::new(WebhookRoute::Predict, settings_with(&changes))
+}
+
+async fn deliver(handler: &Webhook, uri: &str, body: &Value) -> (u16, Value) {
+    let response = handler.handle(signed_post(uri, body)).await;
+    (response.status().as_u16(), body_json(&response))
+}
+
+#[tokio::test]
+async fn a_url_list_is_stored_in_order_and_the_row_rewritten() {
+    let files = FileServer::start().await;
+    let first = files.add("out-0.webp", "image/webp", b"first image");
+    let second = files.add("out-1.webp", "image/webp", b"second image");
+    let job = Job::prediction().await;
+    let handler = predict(&files.base, &[]);
+
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!([first, second]))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "applied");
+
+    let stored: Vec<String> = ["0.webp", "1.webp"]
+        .iter()
+        .map(|n| format!("s3://replicate-outputs/{}", job.key(n)))
+        .collect();
+    let row = job.row().await;
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["output"], json!(stored));
+    assert_eq!(row["output_urls"], json!(stored));
+    assert_eq!(
+        s3_object(&job.key("0.webp")).await,
+        ("image/webp".into(), "first image".into())
+    );
+    assert_eq!(
+        s3_object(&job.key("1.webp")).await,
+        ("image/webp".into(), "second image".into())
+    );
+}
+
+#[tokio::test]
+async fn a_single_url_goes_under_the_prefix_with_the_public_base() {
+    let files = FileServer::start().await;
+    let url = files.add("output.png", "image/png", PNG);
+    let job = Job::prediction().await;
+    let handler = predict(
+        &files.base,
+        &[
+            ("S3_PREFIX", "tenant-a/"),
+            ("S3_PUBLIC_BASE_URL", "https://cdn.example.com/outputs/"),
+        ],
+    );
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!(url))).await;
+    assert_eq!(status, 200, "{body}");
+    let key = format!("tenant-a/{}", job.key("0.png"));
+    let row = job.row().await;
+    assert_eq!(
+        row["output"],
+        json!(format!("https://cdn.example.com/outputs/{key}"))
+    );
+    assert_eq!(s3_object(&key).await, ("image/png".into(), PNG.into()));
+}
+
+#[tokio::test]
+async fn a_data_uri_is_decoded_and_stored() {
+    let job = Job::prediction().await;
+    let handler = predict("http://127.0.0.1:1", &[]);
+    let uri = "data:image/png;base64,iVBORw0KGgpmYWtlIGltYWdlIGJ5dGVz";
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!([uri]))).await;
+    assert_eq!(status, 200, "{body}");
+    let (content_type, bytes) = s3_object(&job.key("0.png")).await;
+    assert_eq!(content_type, "image/png");
+    assert_eq!(&bytes[..], PNG);
+    assert_eq!(
+        job.row().await["output_urls"][0],
+        format!("s3://replicate-outputs/{}", job.key("0.png"))
+    );
+}
+
+#[tokio::test]
+async fn training_weights_nested_in_the_output_are_stored() {
+    let files = FileServer::start().await;
+    let weights = files.add("trained_model.tar", "application/x-tar", b"tar bytes");
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    let model = seed_model(&db, user, None, 10).await;
+    let rid = replicate_id();
+    let mut body = fixture("training_succeeded", &rid);
+    body["output"]["weights"] = json!(weights);
+    let handler = Webhook::new(
+        WebhookRoute::Train,
+        settings_with(&[("OUTPUT_HOSTS", &files.base)]),
+    );
+    let response = handler
+        .handle(signed_post(
+            &format!("/t?user_id={user}&model_id={model}"),
+            &body,
+        ))
+        .await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let key = format!("models/{user}/{rid}/0.tar");
+    let row = db.row("models", model).await;
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["weights_url"], format!("s3://replicate-outputs/{key}"));
+    assert_eq!(row["version"], "acme/user-lora-42:5d3f1b2c9e");
+    assert_eq!(
+        s3_object(&key).await,
+        ("application/x-tar".into(), "tar bytes".into())
+    );
+    assert!(
+        db.select("credit_ledger", &format!("model_id=eq.{model}"))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn text_output_is_stored_as_it_is() {
+    let job = Job::prediction().await;
+    let handler = predict("http://127.0.0.1:1", &[]);
+    let body = fixture("prediction_succeeded_text", &job.rid);
+    let (status, answer) = deliver(&handler, &job.uri(), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let row = job.row().await;
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["output"], "Hello! How can I help you today?");
+    assert!(
+        s3_keys(&format!("predictions/{}/", job.user))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_disallowed_host_is_never_contacted() {
+    let allowed = FileServer::start().await;
+    let other = FileServer::start().await;
+    let good = allowed.add("a.png", "image/png", PNG);
+    let bad = other.add("b.png", "image/png", PNG);
+    let job = Job::prediction().await;
+    let handler = predict(&allowed.base, &[]);
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!([good, bad]))).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("not in OUTPUT_HOSTS"),
+        "{body}"
+    );
+    // Every URL is checked before any is fetched.
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    assert!(allowed.requests().is_empty(), "{:?}", allowed.requests());
+    assert_eq!(job.row().await["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_redirect_off_the_list_is_not_followed() {
+    let allowed = FileServer::start().await;
+    let other = FileServer::start().await;
+    let target = other.add("b.png", "image/png", PNG);
+    let job = Job::prediction().await;
+    let handler = predict(&allowed.base, &[]);
+    let (status, body) = deliver(
+        &handler,
+        &job.uri(),
+        &job.delivery(json!(allowed.redirect(&target))),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(allowed.requests(), vec!["/redirect".to_owned()]);
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    assert_eq!(job.row().await["status"], "pending");
+
+    // A redirect that stays on the list is followed.
+    let inside = allowed.add("c.png", "image/png", PNG);
+    let (status, body) = deliver(
+        &handler,
+        &job.uri(),
+        &job.delivery(json!(allowed.redirect(&inside))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The key's extension comes from the URL Replicate gave, which has none here.
+    assert_eq!(
+        s3_object(&job.key("0")).await,
+        ("image/png".into(), PNG.into())
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_is_gone_leaves_the_job_unfinished() {
+    let files = FileServer::start().await;
+    let job = Job::prediction().await;
+    let handler = predict(&files.base, &[]);
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!([files.gone()]))).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().expect("message").contains("gone"),
+        "{body}"
+    );
+    assert_eq!(job.row().await["status"], "pending");
+}
+
+#[tokio::test]
+async fn store_down_is_503_then_a_retry_stores_and_applies() {
+    let files = FileServer::start().await;
+    let url = files.add("out.png", "image/png", PNG);
+    let mut s3 = spawn_s3().await;
+    let port = s3.port;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let job = Job::prediction().await;
+    let handler = predict(&files.base, &[("S3_ENDPOINT_URL", &endpoint)]);
+    let body = job.delivery(json!([url]));
+    let id = webhook_id();
+
+    s3.stop();
+    let response = handler
+        .handle(signed_post_with_id(&job.uri(), &body, &id))
+        .await;
+    assert_eq!(response.status(), 503, "{}", body_json(&response));
+    let row = job.row().await;
+    assert_eq!(row["status"], "pending");
+    assert!(row["output"].is_null());
+
+    let _back = spawn_s3_on(port).await;
+    let response = handler
+        .handle(signed_post_with_id(&job.uri(), &body, &id))
+        .await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    assert_eq!(job.row().await["status"], "succeeded");
+    assert_eq!(s3_object(&job.key("0.png")).await.1, PNG);
+}
+
+#[tokio::test]
+async fn a_retried_event_after_success_fetches_nothing_again() {
+    let files = FileServer::start().await;
+    let url = files.add("out.png", "image/png", PNG);
+    let job = Job::prediction().await;
+    let handler = predict(&files.base, &[]);
+    let body = job.delivery(json!([url]));
+    assert_eq!(
+        deliver(&handler, &job.uri(), &body).await.1["outcome"],
+        "applied"
+    );
+    assert_eq!(
+        deliver(&handler, &job.uri(), &body).await.1["outcome"],
+        "duplicate"
+    );
+    assert_eq!(files.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_is_copied_intact() {
+    const SIZE: usize = 100 * 1024 * 1024 + 12_345;
+    let files = FileServer::start().await;
+    let job = Job::prediction().await;
+    let handler = predict(&files.base, &[]);
+    let body = job.delivery(json!(files.big(SIZE, "weights.tar")));
+    let (status, answer) = deliver(&handler, &job.uri(), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let (content_type, bytes) = s3_object(&job.key("0.tar")).await;
+    assert_eq!(content_type, "application/x-tar");
+    assert_eq!(bytes.len(), SIZE);
+    assert_eq!(
+        format!("{:x}", Sha256::digest(&bytes)),
+        generated_sha256(SIZE)
+    );
+}

@@ -1,0 +1,91 @@
+//! Local dev server: every route on one port (default `127.0.0.1:3000`, or `$PORT`) at the
+//! contract's paths, through the same core handlers and HTTP adapter the functions use.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use shared::config::{ProcessEnv, Settings};
+use shared::platform::{self, BoxError};
+use shared::respond;
+use shared::routes::{Health, Webhook, WebhookRoute};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+struct Routes {
+    train: Webhook,
+    predict: Webhook,
+    unified: Webhook,
+    completed: Webhook,
+    health: Health,
+}
+
+impl Routes {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Bytes> {
+        // Both the contract's paths and Vercel's file paths (`/api/train`) are served.
+        match req.uri().path().trim_end_matches('/') {
+            "/api/replicate/webhooks/train" | "/api/train" => {
+                platform::http_request(&self.train, req).await
+            }
+            "/api/replicate/webhooks/predict" | "/api/predict" => {
+                platform::http_request(&self.predict, req).await
+            }
+            "/api/webhooks/replicate" | "/api/unified" => {
+                platform::http_request(&self.unified, req).await
+            }
+            "/api/webhooks/replicate/completed" | "/api/completed" => {
+                platform::http_request(&self.completed, req).await
+            }
+            "/api/health" => platform::http_request(&self.health, req).await,
+            _ => respond::json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "error": "no route at this path" }),
+            ),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let settings = Settings::from_env(&ProcessEnv);
+    let routes = Arc::new(Routes {
+        train: Webhook::new(WebhookRoute::Train, settings.clone()),
+        predict: Webhook::new(WebhookRoute::Predict, settings.clone()),
+        unified: Webhook::new(WebhookRoute::Unified, settings.clone()),
+        completed: Webhook::new(WebhookRoute::Completed, settings.clone()),
+        health: Health::new(settings),
+    });
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    shared::logging::event(
+        "info",
+        "dev",
+        &format!("serving every route on http://127.0.0.1:{port}"),
+    );
+
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let routes = Arc::clone(&routes);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let routes = Arc::clone(&routes);
+                async move {
+                    Ok::<_, Infallible>(routes.answer(req).await.map(http_body_util::Full::new))
+                }
+            });
+            // A client that hangs up mid-request is its own problem, not the server's.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
