@@ -3,7 +3,9 @@
 //! database transaction.
 
 use crate::config::{ConfigError, Settings};
+use crate::email::Mailer;
 use crate::error::ApiError;
+use crate::logging;
 use crate::outputs::copy::{Copier, Destination};
 use crate::outputs::file_references;
 use crate::replicate::{Delivery, Status};
@@ -19,6 +21,7 @@ pub struct Services {
     settings: Settings,
     store: OnceLock<Result<Store, ConfigError>>,
     copier: OnceLock<Result<Copier, ApiError>>,
+    mailer: OnceLock<Option<Mailer>>,
 }
 
 /// One event to apply.
@@ -43,6 +46,7 @@ impl Services {
             settings,
             store: OnceLock::new(),
             copier: OnceLock::new(),
+            mailer: OnceLock::new(),
         }
     }
 
@@ -84,8 +88,15 @@ impl Services {
     }
 
     /// Applies one event: files first (a succeeded job is never recorded with Replicate's
-    /// expiring URLs), then the database, in one transaction.
+    /// expiring URLs), then the database, in one transaction; then tells the owner of a
+    /// model that just finished.
     pub async fn apply(&self, event: Event<'_>) -> Result<Applied, ApiError> {
+        let applied = self.apply_quietly(event).await?;
+        self.notify(event.route, &applied).await;
+        Ok(applied)
+    }
+
+    async fn apply_quietly(&self, event: Event<'_>) -> Result<Applied, ApiError> {
         let store = self.store()?;
         let d = event.delivery;
         let has_files = d.status == Status::Succeeded && !file_references(&d.output).is_empty();
@@ -117,6 +128,38 @@ impl Services {
         };
         let apply = to_apply(event, &stored.output, Some(&stored.urls), weights);
         Ok(store.apply(&apply).await?)
+    }
+}
+
+impl Services {
+    /// Emails the owner when this call moved a model to a terminal status. The database
+    /// makes that move once per job, so the email goes once; a failure is only logged.
+    async fn notify(&self, route: &str, applied: &Applied) {
+        let changed = matches!(applied.outcome, Outcome::Applied | Outcome::Reconciled);
+        let status = applied.status.as_deref().and_then(Status::parse);
+        let (Some(status), Some(model), Some(user)) = (status, applied.job_id, applied.user_id)
+        else {
+            return;
+        };
+        if !changed || applied.job.as_deref() != Some("model") || !status.is_terminal() {
+            return;
+        }
+        let Some(mailer) = self
+            .mailer
+            .get_or_init(|| self.settings.email.clone().map(Mailer::new))
+        else {
+            return;
+        };
+        let Ok(store) = self.store() else { return };
+        let message = match store.profile_email(user).await {
+            Ok(Some(to)) => match mailer.model_finished(&to, model, status).await {
+                Ok(()) => return,
+                Err(e) => format!("email for model {model} not sent: {e}"),
+            },
+            Ok(None) => format!("email for model {model} not sent: the profile has no address"),
+            Err(e) => format!("email for model {model} not sent: {e}"),
+        };
+        logging::event("warn", route, &message);
     }
 }
 

@@ -207,6 +207,80 @@ impl StorageConfig {
     }
 }
 
+/// Resend's HTTP API, for telling a user their model is ready (or failed).
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// `RESEND_API_KEY`.
+    pub api_key: Secret,
+    /// `RESEND_API_URL`, default `https://api.resend.com`.
+    pub api_url: String,
+    /// `EMAIL_FROM`, default Resend's test sender.
+    pub from: String,
+}
+
+impl EmailConfig {
+    /// `None` when `RESEND_API_KEY` is unset: email is off.
+    pub fn from_env(env: &impl Env) -> Option<Self> {
+        Some(Self {
+            api_key: Secret::new(env.var("RESEND_API_KEY")?),
+            api_url: env
+                .var("RESEND_API_URL")
+                .unwrap_or_else(|| "https://api.resend.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            from: env
+                .var("EMAIL_FROM")
+                .unwrap_or_else(|| "Replicate webhooks <onboarding@resend.dev>".into()),
+        })
+    }
+}
+
+/// Replicate's HTTP API, which reconcile asks about jobs whose webhook never came.
+#[derive(Debug, Clone)]
+pub struct ReplicateApiConfig {
+    /// `REPLICATE_API_URL`, default `https://api.replicate.com`.
+    pub base_url: String,
+    /// `REPLICATE_API_TOKEN`.
+    pub token: Secret,
+}
+
+impl ReplicateApiConfig {
+    /// Reads `REPLICATE_API_TOKEN` and `REPLICATE_API_URL`.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            base_url: env
+                .var("REPLICATE_API_URL")
+                .unwrap_or_else(|| "https://api.replicate.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            token: Secret::new(required(env, "REPLICATE_API_TOKEN")?),
+        })
+    }
+}
+
+/// How much reconcile does per run.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileConfig {
+    /// `RECONCILE_AFTER_SECONDS` (120): quiet time before a job is checked.
+    pub after_seconds: u32,
+    /// `RECONCILE_BATCH` (50): jobs per run.
+    pub batch: u32,
+    /// `RECONCILE_MAX_AGE_SECONDS` (7 days): older jobs are left alone, so a job Replicate
+    /// has forgotten cannot be re-checked forever.
+    pub max_age_seconds: u32,
+}
+
+impl ReconcileConfig {
+    /// Reads the three numbers, with their defaults.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            after_seconds: number(env, "RECONCILE_AFTER_SECONDS", 120)?,
+            batch: number(env, "RECONCILE_BATCH", 50)?,
+            max_age_seconds: number(env, "RECONCILE_MAX_AGE_SECONDS", 7 * 24 * 3600)?,
+        })
+    }
+}
+
 /// Everything a route may need, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -220,8 +294,14 @@ pub struct Settings {
     pub storage: Result<StorageConfig, ConfigError>,
     /// `OUTPUT_HOSTS`: where output files may be fetched from.
     pub output_hosts: Result<HostPolicy, ConfigError>,
-    /// Whether `RESEND_API_KEY` is set.
-    pub email_enabled: bool,
+    /// Email through Resend, when `RESEND_API_KEY` is set.
+    pub email: Option<EmailConfig>,
+    /// Reconcile: Replicate's API.
+    pub replicate_api: Result<ReplicateApiConfig, ConfigError>,
+    /// Reconcile: the bearer token schedules send.
+    pub cron_secret: Result<Secret, ConfigError>,
+    /// Reconcile: how much to do per run.
+    pub reconcile: Result<ReconcileConfig, ConfigError>,
     /// Upper bound for each dependency call made while answering a request.
     pub upstream_timeout: Duration,
 }
@@ -242,7 +322,10 @@ impl Settings {
                 name: "OUTPUT_HOSTS",
                 reason: e.to_string(),
             }),
-            email_enabled: env.var("RESEND_API_KEY").is_some(),
+            email: EmailConfig::from_env(env),
+            replicate_api: ReplicateApiConfig::from_env(env),
+            cron_secret: required(env, "CRON_SECRET").map(Secret::new),
+            reconcile: ReconcileConfig::from_env(env),
             upstream_timeout: Duration::from_secs(10),
         }
     }

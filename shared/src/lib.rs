@@ -10,11 +10,13 @@
 
 pub mod apply;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod logging;
 pub mod outputs;
 pub mod platform;
 pub mod replicate;
+pub mod replicate_api;
 pub mod respond;
 pub mod routes;
 pub mod signature;

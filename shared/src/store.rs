@@ -169,6 +169,32 @@ impl FoundJob {
     }
 }
 
+/// A job reconcile should ask Replicate about.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuietJob {
+    /// `model`, `prediction` or `upscale`.
+    pub job: String,
+    /// Our row id.
+    pub job_id: Uuid,
+    /// The job's owner.
+    pub user_id: Uuid,
+    /// Replicate's id.
+    pub replicate_id: String,
+    /// The stored status.
+    pub status: String,
+}
+
+impl QuietJob {
+    /// The table the job is in.
+    pub fn kind(&self) -> JobKind {
+        if self.job == "model" {
+            JobKind::Model
+        } else {
+            JobKind::Prediction
+        }
+    }
+}
+
 /// Why a store call failed. Messages carry no URL, key or upstream body.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -289,6 +315,61 @@ impl Store {
             p_user_id: user,
         };
         self.rpc("find_replicate_job", &args).await
+    }
+
+    /// Jobs with a Replicate id, not terminal, quiet for `after_seconds` and younger than
+    /// `max_age_seconds`, oldest first.
+    pub async fn quiet_jobs(
+        &self,
+        after_seconds: u32,
+        max_age_seconds: u32,
+        limit: u32,
+    ) -> Result<Vec<QuietJob>, StoreError> {
+        #[derive(Serialize)]
+        struct Args {
+            p_older_than_seconds: u32,
+            p_max_age_seconds: u32,
+            p_limit: u32,
+        }
+        let args = Args {
+            p_older_than_seconds: after_seconds,
+            p_max_age_seconds: max_age_seconds,
+            p_limit: limit,
+        };
+        self.rpc("stale_replicate_jobs", &args).await
+    }
+
+    /// Moves a job's `updated_at` to now, so reconcile waits another quiet period.
+    pub async fn touch(&self, kind: JobKind, id: Uuid) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Args {
+            p_job_kind: JobKind,
+            p_job_id: Uuid,
+        }
+        let body = serde_json::to_string(&Args {
+            p_job_kind: kind,
+            p_job_id: id,
+        })
+        .map_err(|_| StoreError::Decode)?;
+        let request = self.client.rpc("touch_replicate_job", body).build();
+        check_status(self.send(request).await?).await.map(drop)
+    }
+
+    /// The email address of a user's profile, if any.
+    pub async fn profile_email(&self, user_id: Uuid) -> Result<Option<String>, StoreError> {
+        #[derive(Deserialize)]
+        struct Profile {
+            email: Option<String>,
+        }
+        let request = self
+            .client
+            .from("profiles")
+            .select("email")
+            .eq("id", user_id.to_string())
+            .build();
+        let response = check_status(self.send(request).await?).await?;
+        let rows: Vec<Profile> = response.json().await.map_err(|_| StoreError::Decode)?;
+        Ok(rows.into_iter().next().and_then(|p| p.email))
     }
 
     /// Checks PostgREST answers and reaches the schema, for the health route.

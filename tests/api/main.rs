@@ -3,10 +3,11 @@
 // A test that cannot set up should fail loudly; panicking helpers are the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod files;
 mod health;
 mod helpers;
 mod lambda;
 mod outputs;
+mod reconcile;
+mod standin;
 mod state;
 mod vercel;

@@ -1,8 +1,8 @@
 //! Output files copied to the S3 server before a job is marked succeeded, fetched from a
 //! local file server standing in for replicate.delivery.
 
-use crate::files::{FileServer, generated_sha256};
 use crate::helpers::*;
+use crate::standin::{StandIn, generated_sha256};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use shared::platform::Handler as _;
@@ -63,7 +63,7 @@ async fn deliver(handler: &Webhook, uri: &str, body: &Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_url_list_is_stored_in_order_and_the_row_rewritten() {
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let first = files.add("out-0.webp", "image/webp", b"first image");
     let second = files.add("out-1.webp", "image/webp", b"second image");
     let job = Job::prediction().await;
@@ -93,7 +93,7 @@ async fn a_url_list_is_stored_in_order_and_the_row_rewritten() {
 
 #[tokio::test]
 async fn a_single_url_goes_under_the_prefix_with_the_public_base() {
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let url = files.add("output.png", "image/png", PNG);
     let job = Job::prediction().await;
     let handler = predict(
@@ -132,7 +132,7 @@ async fn a_data_uri_is_decoded_and_stored() {
 
 #[tokio::test]
 async fn training_weights_nested_in_the_output_are_stored() {
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let weights = files.add("trained_model.tar", "application/x-tar", b"tar bytes");
     let db = Db::service();
     let user = seed_user(&db).await;
@@ -186,8 +186,8 @@ async fn text_output_is_stored_as_it_is() {
 
 #[tokio::test]
 async fn a_disallowed_host_is_never_contacted() {
-    let allowed = FileServer::start().await;
-    let other = FileServer::start().await;
+    let allowed = StandIn::start().await;
+    let other = StandIn::start().await;
     let good = allowed.add("a.png", "image/png", PNG);
     let bad = other.add("b.png", "image/png", PNG);
     let job = Job::prediction().await;
@@ -209,8 +209,8 @@ async fn a_disallowed_host_is_never_contacted() {
 
 #[tokio::test]
 async fn a_redirect_off_the_list_is_not_followed() {
-    let allowed = FileServer::start().await;
-    let other = FileServer::start().await;
+    let allowed = StandIn::start().await;
+    let other = StandIn::start().await;
     let target = other.add("b.png", "image/png", PNG);
     let job = Job::prediction().await;
     let handler = predict(&allowed.base, &[]);
@@ -243,7 +243,7 @@ async fn a_redirect_off_the_list_is_not_followed() {
 
 #[tokio::test]
 async fn a_source_that_is_gone_leaves_the_job_unfinished() {
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let job = Job::prediction().await;
     let handler = predict(&files.base, &[]);
     let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!([files.gone()]))).await;
@@ -257,7 +257,7 @@ async fn a_source_that_is_gone_leaves_the_job_unfinished() {
 
 #[tokio::test]
 async fn store_down_is_503_then_a_retry_stores_and_applies() {
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let url = files.add("out.png", "image/png", PNG);
     let mut s3 = spawn_s3().await;
     let port = s3.port;
@@ -287,7 +287,7 @@ async fn store_down_is_503_then_a_retry_stores_and_applies() {
 
 #[tokio::test]
 async fn a_retried_event_after_success_fetches_nothing_again() {
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let url = files.add("out.png", "image/png", PNG);
     let job = Job::prediction().await;
     let handler = predict(&files.base, &[]);
@@ -306,7 +306,7 @@ async fn a_retried_event_after_success_fetches_nothing_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_is_copied_intact() {
     const SIZE: usize = 100 * 1024 * 1024 + 12_345;
-    let files = FileServer::start().await;
+    let files = StandIn::start().await;
     let job = Job::prediction().await;
     let handler = predict(&files.base, &[]);
     let body = job.delivery(json!(files.big(SIZE, "weights.tar")));

@@ -103,7 +103,7 @@ impl Handler for Health {
         );
         body.insert(
             "email".into(),
-            json!(if self.settings.email_enabled {
+            json!(if self.settings.email.is_some() {
                 "configured"
             } else {
                 "disabled"

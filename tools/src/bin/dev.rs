@@ -1,5 +1,9 @@
 //! Local dev server: every route on one port (default `127.0.0.1:3000`, or `$PORT`) at the
 //! contract's paths, through the same core handlers and HTTP adapter the functions use.
+//!
+//! With `REPLICATE_API_TOKEN` and `CRON_SECRET` set it also runs reconcile every
+//! `DEV_RECONCILE_SECONDS` (60), as a schedule would in production, so a webhook that cannot
+//! reach a laptop still finishes its job.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -10,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use shared::config::{ProcessEnv, Settings};
 use shared::platform::{self, BoxError};
 use shared::respond;
-use shared::routes::{Health, Webhook, WebhookRoute};
+use shared::routes::{Health, Reconcile, Webhook, WebhookRoute};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -21,6 +25,7 @@ struct Routes {
     unified: Webhook,
     completed: Webhook,
     health: Health,
+    reconcile: Reconcile,
 }
 
 impl Routes {
@@ -40,12 +45,46 @@ impl Routes {
                 platform::http_request(&self.completed, req).await
             }
             "/api/health" => platform::http_request(&self.health, req).await,
+            "/api/cron/reconcile" | "/api/reconcile" => {
+                platform::http_request(&self.reconcile, req).await
+            }
             _ => respond::json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({ "error": "no route at this path" }),
             ),
         }
     }
+}
+
+/// Runs reconcile on an interval, through the same handler the route uses.
+fn poll_reconcile(routes: Arc<Routes>) {
+    let (Ok(secret), Ok(_)) = (
+        std::env::var("CRON_SECRET"),
+        std::env::var("REPLICATE_API_TOKEN"),
+    ) else {
+        shared::logging::event(
+            "info",
+            "dev",
+            "reconcile polling is off: set REPLICATE_API_TOKEN (and CRON_SECRET) to turn it on",
+        );
+        return;
+    };
+    let every = std::env::var("DEV_RECONCILE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(every));
+        loop {
+            ticks.tick().await;
+            let request = Request::post("/api/cron/reconcile")
+                .header("authorization", format!("Bearer {secret}"))
+                .body(Bytes::new());
+            if let Ok(request) = request {
+                platform::respond(&routes.reconcile, request, "dev-reconcile").await;
+            }
+        }
+    });
 }
 
 #[tokio::main]
@@ -56,8 +95,10 @@ async fn main() -> Result<(), BoxError> {
         predict: Webhook::new(WebhookRoute::Predict, settings.clone()),
         unified: Webhook::new(WebhookRoute::Unified, settings.clone()),
         completed: Webhook::new(WebhookRoute::Completed, settings.clone()),
-        health: Health::new(settings),
+        health: Health::new(settings.clone()),
+        reconcile: Reconcile::new(settings),
     });
+    poll_reconcile(Arc::clone(&routes));
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())

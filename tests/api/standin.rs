@@ -1,5 +1,6 @@
-//! A local file server standing in for replicate.delivery: serves registered files and
-//! generated large ones, answers 404 and redirects, and logs every request it receives.
+//! A local HTTP server standing in for what the functions call out to: replicate.delivery
+//! (registered and generated files, 404s, redirects), Replicate's API and Resend's (set
+//! answers per path). It logs every request it receives, body included.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -16,28 +17,45 @@ use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// A running file server; stops when dropped.
-pub struct FileServer {
+/// A request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The `authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A set answer: status, content type and body.
+type Answer = (u16, String, Bytes);
+type Answers = Arc<Mutex<HashMap<String, Answer>>>;
+
+/// A running stand-in; stops when dropped.
+pub struct StandIn {
     /// Base URL, `http://127.0.0.1:PORT`.
     pub base: String,
-    log: Arc<Mutex<Vec<String>>>,
-    files: Arc<Mutex<HashMap<String, (String, Bytes)>>>,
+    log: Arc<Mutex<Vec<Received>>>,
+    files: Answers,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for FileServer {
+impl Drop for StandIn {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl FileServer {
+impl StandIn {
     /// Starts a server on a free port.
-    pub async fn start() -> FileServer {
+    pub async fn start() -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let files: Arc<Mutex<HashMap<String, (String, Bytes)>>> = Arc::default();
+        let files: Answers = Arc::default();
         let (task_log, task_files) = (Arc::clone(&log), Arc::clone(&files));
         let task = tokio::spawn(async move {
             loop {
@@ -48,7 +66,7 @@ impl FileServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let (log, files) = (Arc::clone(&log), Arc::clone(&files));
-                        async move { Ok::<_, Infallible>(answer(&req, &log, &files)) }
+                        async move { Ok::<_, Infallible>(answer(req, &log, &files).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -56,7 +74,7 @@ impl FileServer {
                 });
             }
         });
-        FileServer {
+        StandIn {
             base,
             log,
             files,
@@ -64,12 +82,31 @@ impl FileServer {
         }
     }
 
+    /// Answers requests to `path` with `status`, `content_type` and `body`.
+    pub fn set(&self, path: &str, status: u16, content_type: &str, body: &[u8]) {
+        self.files.lock().expect("lock").insert(
+            path.to_owned(),
+            (
+                status,
+                content_type.to_owned(),
+                Bytes::copy_from_slice(body),
+            ),
+        );
+    }
+
+    /// Answers `path` with a JSON document.
+    pub fn set_json(&self, path: &str, status: u16, body: &serde_json::Value) {
+        self.set(
+            path,
+            status,
+            "application/json",
+            body.to_string().as_bytes(),
+        );
+    }
+
     /// Serves `bytes` at `/f/{name}` with `content_type`; returns its URL.
     pub fn add(&self, name: &str, content_type: &str, bytes: &[u8]) -> String {
-        self.files.lock().expect("lock").insert(
-            name.to_owned(),
-            (content_type.to_owned(), Bytes::copy_from_slice(bytes)),
-        );
+        self.set(&format!("/f/{name}"), 200, content_type, bytes);
         format!("{}/f/{name}", self.base)
     }
 
@@ -90,26 +127,49 @@ impl FileServer {
 
     /// Paths requested so far.
     pub fn requests(&self) -> Vec<String> {
+        self.received().into_iter().map(|r| r.path).collect()
+    }
+
+    /// Requests received so far, in full.
+    pub fn received(&self) -> Vec<Received> {
         self.log.lock().expect("lock").clone()
     }
 }
 
-fn answer(
-    req: &Request<Incoming>,
-    log: &Mutex<Vec<String>>,
-    files: &Mutex<HashMap<String, (String, Bytes)>>,
+async fn answer(
+    req: Request<Incoming>,
+    log: &Mutex<Vec<Received>>,
+    files: &Answers,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    log.lock().expect("lock").push(path.clone());
+    let query = req.uri().query().map(str::to_owned);
+    let method = req.method().to_string();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    log.lock().expect("lock").push(Received {
+        method,
+        path: path.clone(),
+        authorization,
+        body,
+    });
+    if let Some((code, content_type, bytes)) = files.lock().expect("lock").get(&path).cloned() {
+        return Response::builder()
+            .status(code)
+            .header("content-type", content_type)
+            .body(Full::new(bytes).boxed())
+            .expect("response");
+    }
     let mut parts = path.trim_start_matches('/').splitn(3, '/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("f"), Some(name), None) => match files.lock().expect("lock").get(name) {
-            Some((content_type, bytes)) => Response::builder()
-                .header("content-type", content_type)
-                .body(Full::new(bytes.clone()).boxed())
-                .expect("response"),
-            None => status(StatusCode::NOT_FOUND),
-        },
         (Some("big"), Some(size), Some(_)) => {
             let size: usize = size.parse().unwrap_or(0);
             Response::builder()
@@ -119,9 +179,8 @@ fn answer(
                 .expect("response")
         }
         (Some("redirect"), None, None) => {
-            let to = req
-                .uri()
-                .query()
+            let to = query
+                .as_deref()
                 .and_then(|q| q.strip_prefix("to="))
                 .unwrap_or_default()
                 .to_owned();

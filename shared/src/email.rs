@@ -1,0 +1,76 @@
+//! Telling a user their model finished, through Resend's HTTP API. A failed email is logged
+//! and never fails the delivery that triggered it.
+
+use crate::config::EmailConfig;
+use crate::replicate::Status;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Why an email was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// Resend did not answer.
+    #[error("email API did not answer")]
+    Unreachable,
+    /// Resend refused the message.
+    #[error("email API answered HTTP {0}")]
+    Refused(u16),
+}
+
+/// Sends emails through Resend.
+#[derive(Debug, Clone)]
+pub struct Mailer {
+    http: reqwest::Client,
+    config: EmailConfig,
+}
+
+impl Mailer {
+    /// A mailer for `config`; no request is made.
+    pub fn new(config: EmailConfig) -> Mailer {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Mailer { http, config }
+    }
+
+    /// Emails `to` that model `model_id` ended with `status`.
+    pub async fn model_finished(
+        &self,
+        to: &str,
+        model_id: Uuid,
+        status: Status,
+    ) -> Result<(), EmailError> {
+        let (subject, text) = match status {
+            Status::Succeeded => (
+                "Your model is ready".to_owned(),
+                format!("Training finished: model {model_id} is ready to use."),
+            ),
+            other => (
+                format!("Your model training {other}"),
+                format!(
+                    "Training for model {model_id} {other}. Any credits it cost have been returned to your account."
+                ),
+            ),
+        };
+        let response = self
+            .http
+            .post(format!("{}/emails", self.config.api_url))
+            .bearer_auth(self.config.api_key.expose())
+            .json(&json!({
+                "from": self.config.from,
+                "to": [to],
+                "subject": subject,
+                "text": text,
+            }))
+            .send()
+            .await
+            .map_err(|_| EmailError::Unreachable)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(EmailError::Refused(response.status().as_u16()))
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Replicate's HTTP API, as reconcile uses it: fetch one prediction or training.
+
+use crate::config::ReplicateApiConfig;
+use crate::store::JobKind;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// What the API said about a job.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The job object, the same JSON a webhook carries.
+    Found(Bytes),
+    /// Replicate does not know this id.
+    NotFound,
+    /// Too many requests: stop for now.
+    RateLimited,
+}
+
+/// Why a lookup failed. Never carries the token or a body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiCallError {
+    /// No answer.
+    #[error("Replicate's API did not answer: {0}")]
+    Unreachable(&'static str),
+    /// An unexpected status.
+    #[error("Replicate's API answered HTTP {0}")]
+    Status(u16),
+}
+
+/// A client for Replicate's API.
+#[derive(Debug, Clone)]
+pub struct ReplicateApi {
+    http: reqwest::Client,
+    config: ReplicateApiConfig,
+}
+
+impl ReplicateApi {
+    /// Builds the client; no request is made.
+    pub fn new(config: ReplicateApiConfig) -> ReplicateApi {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        ReplicateApi { http, config }
+    }
+
+    /// `GET /v1/predictions/{id}` or `/v1/trainings/{id}`.
+    pub async fn get(&self, kind: JobKind, id: &str) -> Result<Lookup, ApiCallError> {
+        let collection = match kind {
+            JobKind::Model => "trainings",
+            JobKind::Prediction => "predictions",
+        };
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let url = format!("{}/v1/{collection}/{id}", self.config.base_url);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.config.token.expose())
+            .send()
+            .await
+            .map_err(|e| {
+                ApiCallError::Unreachable(if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "request failed"
+                })
+            })?;
+        match response.status().as_u16() {
+            200 => response
+                .bytes()
+                .await
+                .map(Lookup::Found)
+                .map_err(|_| ApiCallError::Unreachable("body interrupted")),
+            404 => Ok(Lookup::NotFound),
+            429 => Ok(Lookup::RateLimited),
+            other => Err(ApiCallError::Status(other)),
+        }
+    }
+}

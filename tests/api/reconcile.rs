@@ -1,0 +1,409 @@
+//! Reconcile against a local stand-in for Replicate's API: jobs whose terminal webhook
+//! never came are finished through the webhook path. Email on a model's terminal status,
+//! against a local capture server standing in for Resend.
+
+use crate::helpers::*;
+use crate::standin::StandIn;
+use bytes::Bytes;
+use http::Request;
+use serde_json::{Value, json};
+use shared::platform::Handler as _;
+use shared::routes::{Reconcile, Webhook, WebhookRoute};
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+const CRON_SECRET: &str = "cron-test-secret";
+
+/// Reconcile looks at every quiet job in the shared database, so its tests take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct World {
+    db: Db,
+    api: StandIn,
+    files: StandIn,
+    user: Uuid,
+}
+
+impl World {
+    async fn new() -> World {
+        let db = Db::service();
+        let user = seed_user(&db).await;
+        World {
+            db,
+            api: StandIn::start().await,
+            files: StandIn::start().await,
+            user,
+        }
+    }
+
+    fn reconcile(&self) -> Reconcile {
+        Reconcile::new(settings_with(&[
+            ("REPLICATE_API_URL", &self.api.base),
+            ("REPLICATE_API_TOKEN", "r8_test_token"),
+            ("CRON_SECRET", CRON_SECRET),
+            // Only jobs quiet for an hour, so rows of tests running alongside never qualify.
+            ("RECONCILE_AFTER_SECONDS", "3600"),
+            ("OUTPUT_HOSTS", &self.files.base),
+        ]))
+    }
+
+    /// A prediction that Replicate started two hours ago and we last heard of then.
+    async fn quiet_prediction(&self, credits: i32) -> (Uuid, String) {
+        let id = Uuid::new_v4();
+        let rid = replicate_id();
+        let then = (OffsetDateTime::now_utc() - time::Duration::hours(2))
+            .format(&Rfc3339)
+            .expect("time");
+        self.db
+            .insert(
+                "predictions",
+                &json!({"id": id, "user_id": self.user, "status": "processing", "credits_cost": credits,
+                        "replicate_prediction_id": rid, "created_at": then, "updated_at": then}),
+            )
+            .await;
+        (id, rid)
+    }
+
+    /// Replicate's API answers for `rid` with `fixture`, changed by `edit`.
+    fn replicate_says(&self, rid: &str, fixture_name: &str, edit: impl FnOnce(&mut Value)) {
+        let mut body = fixture(fixture_name, rid);
+        edit(&mut body);
+        self.api
+            .set_json(&format!("/v1/predictions/{rid}"), 200, &body);
+    }
+
+    async fn refunds(&self, prediction: Uuid) -> usize {
+        self.db
+            .select("credit_ledger", &format!("prediction_id=eq.{prediction}"))
+            .await
+            .len()
+    }
+}
+
+async fn run(handler: &Reconcile, authorization: Option<&str>) -> (u16, Value) {
+    let mut request = Request::get("/api/cron/reconcile");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = handler
+        .handle(request.body(Bytes::new()).expect("request"))
+        .await;
+    (response.status().as_u16(), body_json(&response))
+}
+
+async fn run_authorized(handler: &Reconcile) -> Value {
+    let (status, body) = run(handler, Some(&format!("Bearer {CRON_SECRET}"))).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_lost_success_ends_succeeded_with_its_files_stored() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let (id, rid) = w.quiet_prediction(3).await;
+    let url = w.files.add("out-0.png", "image/png", b"png bytes");
+    w.replicate_says(&rid, "prediction_succeeded_url_list", |b| {
+        b["output"] = json!([url])
+    });
+
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(body["checked"], 1, "{body}");
+    assert_eq!(body["reconciled"], 1, "{body}");
+
+    let row = w.db.row("predictions", id).await;
+    assert_eq!(row["status"], "succeeded");
+    let key = format!("predictions/{}/{rid}/0.png", w.user);
+    assert_eq!(
+        row["output"],
+        json!([format!("s3://replicate-outputs/{key}")])
+    );
+    assert_eq!(s3_object(&key).await.1, "png bytes");
+    let events =
+        w.db.select(
+            "webhook_events",
+            &format!("webhook_id=eq.reconcile:{rid}:succeeded"),
+        )
+        .await;
+    assert_eq!(events[0]["outcome"], "reconciled");
+    let asked = w.api.received();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        asked[0].authorization.as_deref(),
+        Some("Bearer r8_test_token")
+    );
+    assert_eq!(w.refunds(id).await, 0);
+}
+
+#[tokio::test]
+async fn a_lost_failure_is_refunded_once_and_terminal_jobs_are_left_alone() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let (id, rid) = w.quiet_prediction(4).await;
+    w.replicate_says(&rid, "prediction_failed", |_| {});
+    let done = seed_prediction(&w.db, w.user, Some(&replicate_id()), 4).await;
+    let old = (OffsetDateTime::now_utc() - time::Duration::hours(2))
+        .format(&Rfc3339)
+        .expect("time");
+    w.db.try_change(
+        reqwest::Method::PATCH,
+        "predictions",
+        &format!("id=eq.{done}"),
+        &json!({"status": "succeeded", "updated_at": old}),
+    )
+    .await;
+
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(1), json!(1)),
+        "{body}"
+    );
+    assert_eq!(w.db.row("predictions", id).await["status"], "failed");
+    assert_eq!(w.refunds(id).await, 1);
+    assert_eq!(w.db.row("predictions", done).await["status"], "succeeded");
+    assert_eq!(
+        w.api.received().len(),
+        1,
+        "only the unfinished job was asked about"
+    );
+
+    // A second run has nothing left to do.
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(body["checked"], 0, "{body}");
+    assert_eq!(w.refunds(id).await, 1);
+}
+
+#[tokio::test]
+async fn files_already_gone_end_the_job_failed_and_refunded() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let (removed, removed_rid) = w.quiet_prediction(2).await;
+    w.replicate_says(&removed_rid, "prediction_succeeded_url_list", |b| {
+        b["data_removed"] = json!(true)
+    });
+    let (missing, missing_rid) = w.quiet_prediction(5).await;
+    let gone = w.files.gone();
+    w.replicate_says(&missing_rid, "prediction_succeeded_url_list", |b| {
+        b["output"] = json!([gone])
+    });
+
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(body["reconciled"], 2, "{body}");
+    for (id, credits) in [(removed, 2), (missing, 5)] {
+        let row = w.db.row("predictions", id).await;
+        assert_eq!(row["status"], "failed");
+        assert_eq!(row["error"], "outputs expired before they were stored");
+        let refunds =
+            w.db.select("credit_ledger", &format!("prediction_id=eq.{id}"))
+                .await;
+        assert_eq!(refunds.len(), 1);
+        assert_eq!(refunds[0]["delta"], credits);
+    }
+    // data_removed is believed without fetching; the 404 was asked once.
+    assert_eq!(w.files.requests(), vec!["/gone/out.png".to_owned()]);
+}
+
+#[tokio::test]
+async fn unknown_and_running_jobs_wait_and_a_429_stops_the_run() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let (unknown, unknown_rid) = w.quiet_prediction(1).await;
+    w.api.set_json(
+        &format!("/v1/predictions/{unknown_rid}"),
+        404,
+        &json!({"detail": "Not found."}),
+    );
+    let (running, running_rid) = w.quiet_prediction(1).await;
+    w.replicate_says(&running_rid, "prediction_processing", |_| {});
+    let before = w.db.row("predictions", unknown).await;
+
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(2), json!(0)),
+        "{body}"
+    );
+    let after = w.db.row("predictions", unknown).await;
+    assert_eq!(after["status"], "processing");
+    assert_ne!(
+        after["updated_at"], before["updated_at"],
+        "moved forward to wait again"
+    );
+    assert_eq!(
+        w.db.row("predictions", running).await["status"],
+        "processing"
+    );
+    // Both now wait another quiet period.
+    assert_eq!(run_authorized(&w.reconcile()).await["checked"], 0);
+
+    let (first, first_rid) = w.quiet_prediction(1).await;
+    let (_, second_rid) = w.quiet_prediction(1).await;
+    for rid in [&first_rid, &second_rid] {
+        w.api.set_json(
+            &format!("/v1/predictions/{rid}"),
+            429,
+            &json!({"detail": "throttled"}),
+        );
+    }
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(body["checked"], 1, "{body}");
+    assert_eq!(body["rate_limited"], true);
+    assert_eq!(w.db.row("predictions", first).await["status"], "processing");
+    // Leave nothing quiet behind for the next test.
+    for rid in [&first_rid, &second_rid] {
+        w.replicate_says(rid, "prediction_canceled", |_| {});
+    }
+    assert_eq!(run_authorized(&w.reconcile()).await["reconciled"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runs_at_once_double_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let (id, rid) = w.quiet_prediction(6).await;
+        w.replicate_says(&rid, "prediction_failed", |_| {});
+        jobs.push(id);
+    }
+    let url = w.files.add("x.png", "image/png", b"x");
+    let (succeeded, rid) = w.quiet_prediction(6).await;
+    w.replicate_says(&rid, "prediction_succeeded_url_list", |b| {
+        b["output"] = json!([url])
+    });
+
+    let (a, b) = (Arc::new(w.reconcile()), Arc::new(w.reconcile()));
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(async move { run_authorized(&a).await }),
+        tokio::spawn(async move { run_authorized(&b).await })
+    );
+    let (ra, rb) = (ra.expect("run a"), rb.expect("run b"));
+    let total = ra["reconciled"].as_u64().expect("n") + rb["reconciled"].as_u64().expect("n");
+    assert_eq!(
+        total, 5,
+        "each job reconciled by exactly one run: {ra} {rb}"
+    );
+    for id in jobs {
+        assert_eq!(w.refunds(id).await, 1);
+    }
+    assert_eq!(
+        w.db.row("predictions", succeeded).await["status"],
+        "succeeded"
+    );
+}
+
+#[tokio::test]
+async fn only_the_cron_secret_may_run_it() {
+    let w = World::new().await;
+    let handler = w.reconcile();
+    for authorization in [
+        None,
+        Some("Bearer wrong"),
+        Some(CRON_SECRET),
+        Some("Basic cron-test-secret"),
+    ] {
+        let (status, body) = run(&handler, authorization).await;
+        assert_eq!(status, 401, "{authorization:?}: {body}");
+    }
+    let response = handler
+        .handle(
+            Request::put("/api/cron/reconcile")
+                .body(Bytes::new())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(response.status(), 405);
+    let unset = Reconcile::new(settings());
+    let (status, body) = run(&unset, Some("Bearer anything")).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("CRON_SECRET is not set")
+    );
+    assert!(w.api.received().is_empty());
+}
+
+async fn train(handler: &Webhook, user: Uuid, model: Uuid, fixture_name: &str, rid: &str) -> Value {
+    let uri = format!("/t?user_id={user}&model_id={model}");
+    let response = handler
+        .handle(signed_post(&uri, &fixture(fixture_name, rid)))
+        .await;
+    assert_eq!(response.status(), 200);
+    body_json(&response)
+}
+
+#[tokio::test]
+async fn a_finished_training_emails_its_owner_once() {
+    let resend = StandIn::start().await;
+    resend.set_json("/emails", 200, &json!({"id": "email-1"}));
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    let handler = Webhook::new(
+        WebhookRoute::Train,
+        settings_with(&[
+            ("RESEND_API_KEY", "re_test"),
+            ("RESEND_API_URL", &resend.base),
+            ("EMAIL_FROM", "Studio <hi@example.com>"),
+        ]),
+    );
+    let rid = replicate_id();
+    let model = seed_model(&db, user, None, 9).await;
+    train(&handler, user, model, "training_processing", &rid).await;
+    assert!(resend.received().is_empty(), "no email before the end");
+    train(&handler, user, model, "training_failed", &rid).await;
+    train(&handler, user, model, "training_failed", &rid).await;
+
+    let sent = resend.received();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].method.as_str(), sent[0].path.as_str()),
+        ("POST", "/emails")
+    );
+    assert_eq!(sent[0].authorization.as_deref(), Some("Bearer re_test"));
+    let email: Value = serde_json::from_slice(&sent[0].body).expect("JSON");
+    assert_eq!(email["to"], json!([format!("{user}@example.com")]));
+    assert_eq!(email["from"], "Studio <hi@example.com>");
+    assert!(
+        email["subject"]
+            .as_str()
+            .expect("subject")
+            .contains("failed")
+    );
+
+    // Predictions send no email.
+    let prediction = seed_prediction(&db, user, None, 1).await;
+    let response = Webhook::new(
+        WebhookRoute::Predict,
+        settings_with(&[
+            ("RESEND_API_KEY", "re_test"),
+            ("RESEND_API_URL", &resend.base),
+        ]),
+    )
+    .handle(signed_post(
+        &format!("/p?user_id={user}&prediction_id={prediction}"),
+        &fixture("prediction_failed", &replicate_id()),
+    ))
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(resend.received().len(), 1);
+}
+
+#[tokio::test]
+async fn an_email_service_that_is_down_never_fails_the_webhook() {
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    let model = seed_model(&db, user, None, 0).await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let handler = Webhook::new(
+        WebhookRoute::Train,
+        settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", &closed)]),
+    );
+    let body = train(&handler, user, model, "training_canceled", &replicate_id()).await;
+    assert_eq!(body["outcome"], "applied");
+    assert_eq!(db.row("models", model).await["status"], "canceled");
+}
