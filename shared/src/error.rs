@@ -47,6 +47,9 @@ pub enum ApiError {
     /// The bucket could not be used.
     #[error("{0}; the output files were not stored")]
     Storage(#[from] StorageError),
+    /// The work for a delivery stopped unexpectedly (a panic in a dependency).
+    #[error("the delivery could not be processed")]
+    Interrupted,
     /// An output file could not be copied; the job was not marked succeeded.
     #[error("{0}; the job was not marked succeeded")]
     Copy(#[from] CopyError),
@@ -66,6 +69,7 @@ impl ApiError {
             Self::Config(_) | Self::Store(_) | Self::Storage(_) | Self::Copy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

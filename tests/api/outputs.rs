@@ -320,3 +320,33 @@ async fn a_large_file_is_copied_intact() {
         generated_sha256(SIZE)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_abandoned_mid_copy_still_finishes() {
+    let files = StandIn::start().await;
+    let (url, release) = files.add_held("slow.png", "image/png", PNG);
+    let job = Job::prediction().await;
+    let handler = std::sync::Arc::new(predict(&files.base, &[]));
+    let request = signed_post(&job.uri(), &job.delivery(json!([url])));
+    let in_flight = {
+        let handler = std::sync::Arc::clone(&handler);
+        tokio::spawn(async move { handler.handle(request).await })
+    };
+    wait_until(
+        "the copy to start",
+        std::time::Duration::from_secs(10),
+        || async { !files.requests().is_empty() },
+    )
+    .await;
+    // Replicate gives up and the platform drops the request while the file is downloading.
+    in_flight.abort();
+    assert!(in_flight.await.is_err_and(|e| e.is_cancelled()));
+    release.notify_one();
+    wait_until(
+        "the job to succeed",
+        std::time::Duration::from_secs(20),
+        || async { job.row().await["status"] == "succeeded" },
+    )
+    .await;
+    assert_eq!(s3_object(&job.key("0.png")).await.1, PNG);
+}

@@ -33,6 +33,7 @@ pub struct Received {
 /// A set answer: status, content type and body.
 type Answer = (u16, String, Bytes);
 type Answers = Arc<Mutex<HashMap<String, Answer>>>;
+type Holds = Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>;
 
 /// A running stand-in; stops when dropped.
 pub struct StandIn {
@@ -40,6 +41,7 @@ pub struct StandIn {
     pub base: String,
     log: Arc<Mutex<Vec<Received>>>,
     files: Answers,
+    holds: Holds,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,17 +58,24 @@ impl StandIn {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let files: Answers = Arc::default();
-        let (task_log, task_files) = (Arc::clone(&log), Arc::clone(&files));
+        let holds: Holds = Arc::default();
+        let (task_log, task_files, task_holds) =
+            (Arc::clone(&log), Arc::clone(&files), Arc::clone(&holds));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, files) = (Arc::clone(&task_log), Arc::clone(&task_files));
+                let (log, files, holds) = (
+                    Arc::clone(&task_log),
+                    Arc::clone(&task_files),
+                    Arc::clone(&task_holds),
+                );
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (log, files) = (Arc::clone(&log), Arc::clone(&files));
-                        async move { Ok::<_, Infallible>(answer(req, &log, &files).await) }
+                        let (log, files, holds) =
+                            (Arc::clone(&log), Arc::clone(&files), Arc::clone(&holds));
+                        async move { Ok::<_, Infallible>(answer(req, &log, &files, &holds).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -78,8 +87,26 @@ impl StandIn {
             base,
             log,
             files,
+            holds,
             task,
         }
+    }
+
+    /// Serves `bytes` at `/f/{name}`, but only once the returned handle is notified: the
+    /// request waits until then, as a slow source would.
+    pub fn add_held(
+        &self,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> (String, Arc<tokio::sync::Notify>) {
+        let url = self.add(name, content_type, bytes);
+        let release = Arc::new(tokio::sync::Notify::new());
+        self.holds
+            .lock()
+            .expect("lock")
+            .insert(format!("/f/{name}"), Arc::clone(&release));
+        (url, release)
     }
 
     /// Answers requests to `path` with `status`, `content_type` and `body`.
@@ -140,6 +167,7 @@ async fn answer(
     req: Request<Incoming>,
     log: &Mutex<Vec<Received>>,
     files: &Answers,
+    holds: &Holds,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -161,6 +189,10 @@ async fn answer(
         authorization,
         body,
     });
+    let hold = holds.lock().expect("lock").get(&path).cloned();
+    if let Some(release) = hold {
+        release.notified().await;
+    }
     if let Some((code, content_type, bytes)) = files.lock().expect("lock").get(&path).cloned() {
         return Response::builder()
             .status(code)

@@ -15,6 +15,7 @@ use crate::store::{Applied, JobKind, JobRef, Outcome};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
@@ -47,7 +48,7 @@ impl WebhookRoute {
 #[derive(Debug)]
 pub struct Webhook {
     route: WebhookRoute,
-    services: Services,
+    services: Arc<Services>,
 }
 
 impl Webhook {
@@ -55,7 +56,7 @@ impl Webhook {
     pub fn new(route: WebhookRoute, settings: Settings) -> Webhook {
         Webhook {
             route,
-            services: Services::new(settings),
+            services: Arc::new(Services::new(settings)),
         }
     }
 
@@ -96,16 +97,23 @@ impl Webhook {
             return Ok(ignored("status is not terminal"));
         }
 
-        let applied = self
-            .services
-            .apply(Event {
-                webhook_id: &webhook_id,
-                route: self.route.name(),
-                job,
-                delivery: &delivery,
-                applied_outcome: Outcome::Applied,
-            })
-            .await?;
+        // The copy and the transaction run on their own task: if Replicate gives up waiting
+        // and the platform drops this request, the work still finishes (and Replicate's
+        // retry then finds it done) instead of stopping halfway.
+        let services = Arc::clone(&self.services);
+        let route = self.route.name();
+        let work = tokio::spawn(async move {
+            services
+                .apply(Event {
+                    webhook_id: &webhook_id,
+                    route,
+                    job,
+                    delivery: &delivery,
+                    applied_outcome: Outcome::Applied,
+                })
+                .await
+        });
+        let applied = work.await.map_err(|_| ApiError::Interrupted)??;
         if applied.outcome == Outcome::NotFound {
             return self.not_found(job);
         }
