@@ -31,6 +31,16 @@ impl JobKind {
         }
     }
 
+    /// The table of a job the SQL functions describe as `model`, `prediction` or
+    /// `upscale` (an upscale is a prediction).
+    pub fn of_job(job: &str) -> JobKind {
+        if job == "model" {
+            JobKind::Model
+        } else {
+            JobKind::Prediction
+        }
+    }
+
     /// The singular name used in answers (`model`, `prediction`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -156,11 +166,7 @@ pub struct FoundJob {
 impl FoundJob {
     /// The table the job is in.
     pub fn kind(&self) -> JobKind {
-        if self.job == "model" {
-            JobKind::Model
-        } else {
-            JobKind::Prediction
-        }
+        JobKind::of_job(&self.job)
     }
 
     /// Whether the stored status is terminal (then no event changes it).
@@ -187,11 +193,7 @@ pub struct QuietJob {
 impl QuietJob {
     /// The table the job is in.
     pub fn kind(&self) -> JobKind {
-        if self.job == "model" {
-            JobKind::Model
-        } else {
-            JobKind::Prediction
-        }
+        JobKind::of_job(&self.job)
     }
 }
 
