@@ -72,18 +72,26 @@ impl Storage {
     }
 }
 
-/// A short description of an SDK error for logs: its kind and HTTP status, never a body.
+/// A short description of an SDK error for logs and answers: its kind and, when the store
+/// answered, S3's error code (`InternalError`, `AccessDenied`, ...), never a message or body.
 pub fn sdk_error_kind<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
     R: std::fmt::Debug,
 {
     use aws_sdk_s3::error::SdkError;
     match error {
+        SdkError::ServiceError(e) => match e.err().code() {
+            // S3's codes are a fixed vocabulary of identifiers; anything else is not repeated.
+            Some(code) if code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                format!("refused by the store ({code})")
+            }
+            _ => "refused by the store".into(),
+        },
         SdkError::ConstructionFailure(_) => "request could not be built".into(),
         SdkError::TimeoutError(_) => "timed out".into(),
         SdkError::DispatchFailure(_) => "connection failed".into(),
         SdkError::ResponseError(_) => "unreadable response".into(),
-        SdkError::ServiceError(_) => "refused by the store".into(),
         _ => "failed".into(),
     }
 }

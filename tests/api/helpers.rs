@@ -58,13 +58,25 @@ pub fn stack_env() -> HashMap<String, String> {
 
 /// An S3 client for the stack's bucket, for reading back what the functions stored.
 pub fn storage() -> shared::storage::Storage {
-    let config = shared::config::StorageConfig::from_env(&stack_env()).expect("stack storage");
+    storage_at(&stack_var("S3_ENDPOINT_URL"))
+}
+
+/// An S3 client for the bucket served at `endpoint` (a test's own S3 server).
+pub fn storage_at(endpoint: &str) -> shared::storage::Storage {
+    let mut env = stack_env();
+    env.insert("S3_ENDPOINT_URL".into(), endpoint.into());
+    let config = shared::config::StorageConfig::from_env(&env).expect("stack storage");
     shared::storage::Storage::new(&config)
 }
 
-/// The stored object's content type and bytes.
+/// The stored object's content type and bytes, from the stack's S3 server.
 pub async fn s3_object(key: &str) -> (String, Bytes) {
-    let storage = storage();
+    s3_object_at(&stack_var("S3_ENDPOINT_URL"), key).await
+}
+
+/// The stored object's content type and bytes, from the S3 server at `endpoint`.
+pub async fn s3_object_at(endpoint: &str, key: &str) -> (String, Bytes) {
+    let storage = storage_at(endpoint);
     let object = storage
         .client()
         .get_object()
@@ -423,13 +435,25 @@ pub async fn spawn_postgrest_on(port: u16) -> Server {
     server
 }
 
-/// Starts an S3 server of our own over the stack's folder, so a test can stop it.
+/// Starts an S3 server of our own over a private folder, so a test can stop it.
 pub async fn spawn_s3() -> Server {
-    spawn_s3_on(free_port()).await
+    spawn_s3_on(free_port(), &private_s3_root()).await
 }
 
-/// Starts an S3 server of our own on `port`.
-pub async fn spawn_s3_on(port: u16) -> Server {
+/// A new folder, holding the stack's bucket, for an S3 server a test starts (removed with
+/// the stack). Two s3s-fs processes must never share a folder: each clears the folder's
+/// temporary files when it starts and both number them from zero, so a second server breaks
+/// the uploads in flight on the first.
+pub fn private_s3_root() -> PathBuf {
+    let shared_root = PathBuf::from(stack_var("S3_ROOT"));
+    let root = shared_root.with_file_name(format!("s3-private-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(root.join(stack_var("S3_BUCKET"))).expect("a private S3 folder");
+    root
+}
+
+/// Starts an S3 server of our own on `port` over `root`; start it again on the same port and
+/// folder to bring back what a stopped one stored.
+pub async fn spawn_s3_on(port: u16, root: &std::path::Path) -> Server {
     let child = Command::new(stack_var("S3_SERVER_BIN"))
         .args([
             "--host",
@@ -440,8 +464,8 @@ pub async fn spawn_s3_on(port: u16) -> Server {
             &stack_var("AWS_ACCESS_KEY_ID"),
             "--secret-key",
             &stack_var("AWS_SECRET_ACCESS_KEY"),
-            &stack_var("S3_ROOT"),
         ])
+        .arg(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

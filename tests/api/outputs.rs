@@ -259,7 +259,8 @@ async fn a_source_that_is_gone_leaves_the_job_unfinished() {
 async fn store_down_is_503_then_a_retry_stores_and_applies() {
     let files = StandIn::start().await;
     let url = files.add("out.png", "image/png", PNG);
-    let mut s3 = spawn_s3().await;
+    let root = private_s3_root();
+    let mut s3 = spawn_s3_on(free_port(), &root).await;
     let port = s3.port;
     let endpoint = format!("http://127.0.0.1:{port}");
     let job = Job::prediction().await;
@@ -276,13 +277,13 @@ async fn store_down_is_503_then_a_retry_stores_and_applies() {
     assert_eq!(row["status"], "pending");
     assert!(row["output"].is_null());
 
-    let _back = spawn_s3_on(port).await;
+    let _back = spawn_s3_on(port, &root).await;
     let response = handler
         .handle(signed_post_with_id(&job.uri(), &body, &id))
         .await;
     assert_eq!(response.status(), 200, "{}", body_json(&response));
     assert_eq!(job.row().await["status"], "succeeded");
-    assert_eq!(s3_object(&job.key("0.png")).await.1, PNG);
+    assert_eq!(s3_object_at(&endpoint, &job.key("0.png")).await.1, PNG);
 }
 
 #[tokio::test]
