@@ -7,10 +7,9 @@ use crate::email::Mailer;
 use crate::error::ApiError;
 use crate::logging;
 use crate::outputs::copy::{Copier, Destination};
-use crate::outputs::file_references;
 use crate::replicate::{Delivery, Status};
 use crate::storage::{Storage, StorageError};
-use crate::store::{Applied, EventToApply, JobKind, JobRef, Outcome, Store};
+use crate::store::{Applied, EventToApply, JobKind, JobRef, Outcome, OutputJson, Store};
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -99,16 +98,23 @@ impl Services {
     async fn apply_quietly(&self, event: Event<'_>) -> Result<Applied, ApiError> {
         let store = self.store()?;
         let d = event.delivery;
-        let has_files = d.status == Status::Succeeded && !file_references(&d.output).is_empty();
-        if !has_files {
-            return Ok(store.apply(&to_apply(event, &d.output, None, None)).await?);
-        }
+        let as_received = OutputJson::Received(d.output.raw());
+        let output = match d.output.tree() {
+            Some(tree) if d.status == Status::Succeeded && !d.output.files().is_empty() => tree,
+            _ => {
+                return Ok(store
+                    .apply(&to_apply(event, as_received, None, None))
+                    .await?);
+            }
+        };
         let Some(found) = store.find(&d.id, event.job).await? else {
             return Ok(Applied::not_found());
         };
         if found.is_terminal() {
             // Nothing will change; record the duplicate or stale delivery without copying.
-            return Ok(store.apply(&to_apply(event, &d.output, None, None)).await?);
+            return Ok(store
+                .apply(&to_apply(event, as_received, None, None))
+                .await?);
         }
         let kind = found.kind();
         let stored = self
@@ -119,14 +125,15 @@ impl Services {
                     user_id: found.user_id,
                     replicate_id: &d.id,
                 },
-                &d.output,
+                output,
             )
             .await?;
         let weights = match kind {
             JobKind::Model => stored.output.get("weights").and_then(Value::as_str),
             JobKind::Prediction => None,
         };
-        let apply = to_apply(event, &stored.output, Some(&stored.urls), weights);
+        let rewritten = OutputJson::Rewritten(&stored.output);
+        let apply = to_apply(event, rewritten, Some(&stored.urls), weights);
         Ok(store.apply(&apply).await?)
     }
 }
@@ -165,7 +172,7 @@ impl Services {
 
 fn to_apply<'a>(
     event: Event<'a>,
-    output: &'a Value,
+    output: OutputJson<'a>,
     output_urls: Option<&'a [String]>,
     weights_url: Option<&'a str>,
 ) -> EventToApply<'a> {
@@ -178,7 +185,7 @@ fn to_apply<'a>(
         output_urls,
         weights_url,
         // A finished training reports the new model version in its output.
-        version: event.delivery.output.get("version").and_then(Value::as_str),
+        version: event.delivery.output.field("version"),
         applied_outcome: event.applied_outcome.as_str(),
     }
 }

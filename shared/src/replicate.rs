@@ -3,8 +3,10 @@
 //! Parsing turns the raw body into a [`Delivery`] whose fields are known to be usable, so
 //! the rest of the code never re-checks them.
 
+use crate::outputs::{file_references, may_reference_files};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::fmt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -92,8 +94,8 @@ pub struct Delivery {
     pub id: String,
     /// The status it reports.
     pub status: Status,
-    /// Replicate's output, as sent (null when absent).
-    pub output: Value,
+    /// Replicate's output, as sent.
+    pub output: Output,
     /// The error message of a failed job.
     pub error: Option<String>,
     /// `metrics`, kept whole (Replicate adds keys over time).
@@ -121,6 +123,9 @@ pub enum DeliveryError {
     /// `status` is not one Replicate sends.
     #[error("unknown status")]
     UnknownStatus,
+    /// `output` could not be read as JSON.
+    #[error("`output` is not readable JSON")]
+    BadOutput,
     /// A timestamp is not RFC 3339.
     #[error("`{0}` is not an RFC 3339 timestamp")]
     BadTimestamp(&'static str),
@@ -133,7 +138,7 @@ struct Wire {
     id: Option<Value>,
     status: Option<Value>,
     #[serde(default)]
-    output: Value,
+    output: Option<Box<RawValue>>,
     #[serde(default)]
     error: Value,
     #[serde(default)]
@@ -179,13 +184,68 @@ impl Delivery {
         Ok(Delivery {
             id,
             status,
-            output: wire.output,
+            output: Output::read(wire.output)?,
             error,
             metrics,
             started_at: timestamp(wire.started_at, "started_at")?,
             completed_at: timestamp(wire.completed_at, "completed_at")?,
             data_removed: matches!(wire.data_removed, Value::Bool(true)),
         })
+    }
+}
+
+/// Replicate's `output`, kept as the JSON text it arrived in.
+///
+/// Most deliveries only pass their output on to the database, and a language model's token
+/// list can be tens of kilobytes of short strings: building it into a tree cost several
+/// times the rest of the parse (docs/performance.md). So the tree is built only when the
+/// output is an object (a training's `version` and `weights`) or its text could hold a file.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    raw: Option<Box<RawValue>>,
+    tree: Option<Value>,
+}
+
+impl Output {
+    /// No output (JSON null).
+    pub fn none() -> Output {
+        Output::default()
+    }
+
+    fn read(raw: Option<Box<RawValue>>) -> Result<Output, DeliveryError> {
+        let tree = match &raw {
+            Some(r) if r.get().starts_with('{') || may_reference_files(r.get()) => {
+                Some(serde_json::from_str(r.get()).map_err(|_| DeliveryError::BadOutput)?)
+            }
+            _ => None,
+        };
+        Ok(Output { raw, tree })
+    }
+
+    /// The JSON text as received; `None` when the output is null or absent.
+    pub fn raw(&self) -> Option<&RawValue> {
+        self.raw.as_deref()
+    }
+
+    /// The output as a tree, when it is an object or could hold files; `None` otherwise.
+    pub fn tree(&self) -> Option<&Value> {
+        self.tree.as_ref()
+    }
+
+    /// Every file reference in the output, in document order.
+    pub fn files(&self) -> Vec<&str> {
+        self.tree.as_ref().map(file_references).unwrap_or_default()
+    }
+
+    /// A string field of an object output, such as a finished training's `version`.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.tree.as_ref()?.get(key)?.as_str()
+    }
+}
+
+impl PartialEq for Output {
+    fn eq(&self, other: &Output) -> bool {
+        self.raw().map(RawValue::get) == other.raw().map(RawValue::get)
     }
 }
 
@@ -275,6 +335,36 @@ mod tests {
         assert!(Status::Succeeded.is_terminal() && !Status::Succeeded.refunds());
         for s in Status::ALL {
             assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn output_is_kept_as_sent_and_built_only_when_it_may_hold_files() {
+        let tokens = parse(json!({"id": "x", "status": "succeeded", "output": ["Hi", " there"]}))
+            .unwrap()
+            .output;
+        assert_eq!(tokens.raw().unwrap().get(), r#"["Hi"," there"]"#);
+        assert!(tokens.tree().is_none() && tokens.files().is_empty());
+
+        let files = parse(json!({"id": "x", "status": "succeeded",
+            "output": ["https://replicate.delivery/a/0.png", "text"]}))
+        .unwrap()
+        .output;
+        assert_eq!(files.files(), vec!["https://replicate.delivery/a/0.png"]);
+
+        let training = parse(json!({"id": "x", "status": "succeeded",
+            "output": {"version": "owner/model:abc", "weights": null}}))
+        .unwrap()
+        .output;
+        assert_eq!(training.field("version"), Some("owner/model:abc"));
+
+        for absent in [
+            json!({"id": "x", "status": "starting"}),
+            json!({"id": "x", "status": "starting", "output": null}),
+        ] {
+            let output = parse(absent).unwrap().output;
+            assert!(output.raw().is_none() && output.files().is_empty());
+            assert_eq!(output, Output::none());
         }
     }
 

@@ -8,6 +8,7 @@ use crate::config::DatabaseConfig;
 use crate::replicate::{Delivery, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -78,7 +79,7 @@ pub struct EventToApply<'a> {
     /// The parsed body.
     pub delivery: &'a Delivery,
     /// The output to store (Replicate's, or rewritten to stored URLs).
-    pub output: &'a Value,
+    pub output: OutputJson<'a>,
     /// Stored file URLs in order, when files were copied.
     pub output_urls: Option<&'a [String]>,
     /// A training's stored weights.
@@ -87,6 +88,17 @@ pub struct EventToApply<'a> {
     pub version: Option<&'a str>,
     /// `applied`, or `reconciled` when reconcile applies it.
     pub applied_outcome: &'a str,
+}
+
+/// The output a call stores: Replicate's JSON text passed through untouched, or the tree
+/// rewritten to the stored files' URLs.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum OutputJson<'a> {
+    /// As received (`None` for null).
+    Received(Option<&'a RawValue>),
+    /// Rewritten after its files were copied.
+    Rewritten(&'a Value),
 }
 
 /// The outcome the database recorded.
@@ -232,7 +244,7 @@ struct ApplyArgs<'a> {
     p_job_kind: Option<JobKind>,
     p_job_id: Option<Uuid>,
     p_user_id: Option<Uuid>,
-    p_output: &'a Value,
+    p_output: OutputJson<'a>,
     p_output_urls: Option<&'a [String]>,
     p_weights_url: Option<&'a str>,
     p_version: Option<&'a str>,

@@ -21,6 +21,25 @@ pub fn is_file_reference(s: &str) -> bool {
         && !s.trim_end().contains(char::is_whitespace)
 }
 
+/// Whether the JSON text `raw` could hold a file reference: it names a scheme
+/// [`is_file_reference`] accepts (any case), or escapes a character with `\u`, which could
+/// spell one. A cheap scan, so that a long token list is never built into a tree just to
+/// learn it has no files; when it answers true, [`file_references`] decides.
+pub fn may_reference_files(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    // memchr jumps between the few colons and backslashes instead of testing every byte.
+    memchr::memchr2_iter(b':', b'\\', bytes).any(|i| {
+        if bytes[i] == b'\\' {
+            return bytes.get(i + 1) == Some(&b'u');
+        }
+        ["http", "https", "data"].iter().any(|scheme| {
+            i.checked_sub(scheme.len())
+                .and_then(|start| bytes.get(start..i))
+                .is_some_and(|head| head.eq_ignore_ascii_case(scheme.as_bytes()))
+        })
+    })
+}
+
 /// Every file reference in `output`, depth first in document order.
 pub fn file_references(output: &Value) -> Vec<&str> {
     let mut found = Vec::new();
@@ -63,6 +82,27 @@ fn replace<'a>(value: &Value, next: &mut impl Iterator<Item = &'a String>) -> Va
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_raw_scan_never_misses_a_file() {
+        let with_files = [
+            json!("https://replicate.delivery/a.png"),
+            json!(["  HTTP://example.com/x.wav"]),
+            json!({"weights": "Data:application/octet-stream;base64,AA=="}),
+        ];
+        for output in &with_files {
+            assert!(!file_references(output).is_empty(), "{output}");
+            assert!(may_reference_files(&output.to_string()), "{output}");
+        }
+        // A scheme spelled with escapes still reaches the full check.
+        let escaped = r#"["\u0068ttps://replicate.delivery/a.png"]"#;
+        let tree: Value = serde_json::from_str(escaped).unwrap();
+        assert_eq!(file_references(&tree).len(), 1);
+        assert!(may_reference_files(escaped));
+        // Token lists and prose without a scheme are skipped.
+        assert!(!may_reference_files(r#"["Hello", " world", ":", " done"]"#));
+        assert!(!may_reference_files(r#""ratio 16:9, note: none""#));
+    }
 
     #[test]
     fn finds_files_in_every_shape() {

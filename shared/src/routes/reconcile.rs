@@ -9,16 +9,15 @@ use crate::apply::{Event, Services};
 use crate::config::{ConfigError, Settings};
 use crate::error::ApiError;
 use crate::logging::{self, LogFields};
-use crate::outputs::file_references;
 use crate::platform::Handler;
-use crate::replicate::{Delivery, Status};
+use crate::replicate::{Delivery, Output, Status};
 use crate::replicate_api::{Lookup, ReplicateApi};
 use crate::respond;
 use crate::signature::SignatureError;
 use crate::store::{JobRef, Outcome, QuietJob};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::OnceLock;
 
 /// The error a job ends with when Replicate deleted its files before we stored them.
@@ -159,7 +158,7 @@ impl Reconcile {
         };
         let files_gone = delivery.status == Status::Succeeded
             && delivery.data_removed
-            && !file_references(&delivery.output).is_empty();
+            && !delivery.output.files().is_empty();
         let result = if files_gone {
             self.expire(owned, &delivery).await
         } else {
@@ -201,7 +200,7 @@ impl Reconcile {
     async fn expire(&self, job: JobRef, delivery: &Delivery) -> Result<Outcome, ApiError> {
         let failed = Delivery {
             status: Status::Failed,
-            output: Value::Null,
+            output: Output::none(),
             error: Some(EXPIRED.into()),
             ..delivery.clone()
         };
