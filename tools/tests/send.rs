@@ -87,6 +87,13 @@ fn send(args: &[&str]) -> Output {
         .expect("run send")
 }
 
+/// `--url URL --secret SECRET`, then `rest`: the arguments of an ordinary run.
+fn signed<'a>(url: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--url", url, "--secret", SECRET];
+    args.extend_from_slice(rest);
+    args
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -172,18 +179,17 @@ fn vector_a_is_sent_byte_for_byte() {
 
     let (base, server) = serve_once(200, "{}");
     let url = format!("{base}/api/webhooks/replicate");
-    let out = send(&[
-        "--url",
+    let out = send(&signed(
         &url,
-        "--secret",
-        SECRET,
-        "--webhook-id",
-        "msg_p5jXN8AQM9LWM0D4loKWxJek",
-        "--timestamp",
-        "1614265330",
-        "--file",
-        file.to_str().expect("utf-8 path"),
-    ]);
+        &[
+            "--webhook-id",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "--timestamp",
+            "1614265330",
+            "--file",
+            file.to_str().expect("utf-8 path"),
+        ],
+    ));
     let got = server.join().expect("server");
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -205,14 +211,7 @@ fn vector_a_is_sent_byte_for_byte() {
 fn a_401_answer_exits_non_zero_and_is_printed() {
     let (base, server) = serve_once(401, r#"{"error":"no valid webhook signature"}"#);
     let url = format!("{base}/api/webhooks/replicate");
-    let out = send(&[
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-        "--sample",
-        "training.succeeded",
-    ]);
+    let out = send(&signed(&url, &["--sample", "training.succeeded"]));
     server.join().expect("server");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -248,9 +247,7 @@ fn every_sample_is_sent_as_its_fixture_with_the_id_replaced() {
         let id = format!("sampleid{i:02}xxxxxxxxxxxxxxxx");
         let (base, server) = serve_once(200, "{}");
         let url = format!("{base}/api/webhooks/replicate");
-        let out = send(&[
-            "--url", &url, "--secret", SECRET, "--sample", name, "--id", &id,
-        ]);
+        let out = send(&signed(&url, &["--sample", name, "--id", &id]));
         let got = server.join().expect("server");
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
 
@@ -278,16 +275,15 @@ fn every_sample_is_sent_as_its_fixture_with_the_id_replaced() {
 fn without_id_a_random_replicate_like_id_is_used() {
     let (base, server) = serve_once(200, "{}");
     let url = format!("{base}/api/replicate/webhooks/predict");
-    let out = send(&[
-        "--url",
+    let out = send(&signed(
         &url,
-        "--secret",
-        SECRET,
-        "--sample",
-        "prediction.succeeded.text",
-        "--query",
-        "user_id=u1&prediction_id=p1",
-    ]);
+        &[
+            "--sample",
+            "prediction.succeeded.text",
+            "--query",
+            "user_id=u1&prediction_id=p1",
+        ],
+    ));
     let got = server.join().expect("server");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
@@ -313,75 +309,22 @@ fn usage_errors_exit_2_without_showing_the_secret() {
     let url = closed_url();
     let cases: &[&[&str]] = &[
         &["--sample", "prediction.failed"],
-        &["--url", &url, "--secret", SECRET],
+        &signed(&url, &[]),
         &["--url", &url, "--sample", "prediction.failed"],
-        &[
-            "--url",
+        &signed(&url, &["--sample", "prediction.nope"]),
+        &signed(&url, &["--sample", "prediction.succeeded"]),
+        &signed(&url, &["--sample", "prediction.failed", "--file", "x.json"]),
+        &signed(&url, &["--file", "x.json", "--id", "abc"]),
+        &signed(&url, &["--file", "/no/such/file.json"]),
+        &signed(&url, &["--sample", "prediction.failed", "--id", "a\"b"]),
+        &signed(
             &url,
-            "--secret",
-            SECRET,
-            "--sample",
-            "prediction.nope",
-        ],
-        &[
-            "--url",
+            &["--sample", "prediction.failed", "--timestamp", "soon"],
+        ),
+        &signed(
             &url,
-            "--secret",
-            SECRET,
-            "--sample",
-            "prediction.succeeded",
-        ],
-        &[
-            "--url",
-            &url,
-            "--secret",
-            SECRET,
-            "--sample",
-            "prediction.failed",
-            "--file",
-            "x.json",
-        ],
-        &[
-            "--url", &url, "--secret", SECRET, "--file", "x.json", "--id", "abc",
-        ],
-        &[
-            "--url",
-            &url,
-            "--secret",
-            SECRET,
-            "--file",
-            "/no/such/file.json",
-        ],
-        &[
-            "--url",
-            &url,
-            "--secret",
-            SECRET,
-            "--sample",
-            "prediction.failed",
-            "--id",
-            "a\"b",
-        ],
-        &[
-            "--url",
-            &url,
-            "--secret",
-            SECRET,
-            "--sample",
-            "prediction.failed",
-            "--timestamp",
-            "soon",
-        ],
-        &[
-            "--url",
-            &url,
-            "--secret",
-            SECRET,
-            "--sample",
-            "prediction.failed",
-            "--webhook-id",
-            "a b",
-        ],
+            &["--sample", "prediction.failed", "--webhook-id", "a b"],
+        ),
         &[
             "--url",
             "ftp://example.com/x",
@@ -429,27 +372,13 @@ fn usage_errors_exit_2_without_showing_the_secret() {
     // The messages say what to do.
     let out = send(&["--url", &url, "--sample", "prediction.failed"]);
     assert!(text(&out.stderr).contains("REPLICATE_WEBHOOK_SECRET"));
-    let out = send(&[
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-        "--sample",
-        "prediction.succeeded",
-    ]);
+    let out = send(&signed(&url, &["--sample", "prediction.succeeded"]));
     assert!(text(&out.stderr).contains("prediction.succeeded.text"));
 }
 
 #[test]
 fn no_answer_exits_1() {
-    let out = send(&[
-        "--url",
-        &closed_url(),
-        "--secret",
-        SECRET,
-        "--sample",
-        "prediction.failed",
-    ]);
+    let out = send(&signed(&closed_url(), &["--sample", "prediction.failed"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no answer from"));
 }

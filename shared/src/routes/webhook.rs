@@ -158,12 +158,12 @@ impl Handler for Webhook {
         let response = match self.process(req, &mut log).await {
             Ok(response) => response,
             Err(err) => {
-                if let ApiError::Store(e) = &err {
-                    log.detail = Some(e.to_string());
-                }
-                if let ApiError::Copy(e) = &err {
-                    log.detail = Some(e.to_string());
-                }
+                // The answer's message is generic; the log line says what went wrong below it.
+                log.detail = match &err {
+                    ApiError::Store(e) => Some(e.to_string()),
+                    ApiError::Copy(e) => Some(e.to_string()),
+                    _ => None,
+                };
                 respond::error(&err)
             }
         };
