@@ -13,6 +13,9 @@ pub enum EmailError {
     /// Resend did not answer.
     #[error("email API did not answer")]
     Unreachable,
+    /// The HTTP client could not be built (its TLS backend did not start).
+    #[error("email client could not be built")]
+    NoClient,
     /// Resend refused the message.
     #[error("email API answered HTTP {0}")]
     Refused(u16),
@@ -21,7 +24,9 @@ pub enum EmailError {
 /// Sends emails through Resend.
 #[derive(Debug, Clone)]
 pub struct Mailer {
-    http: reqwest::Client,
+    // None when the client could not be built: each email then fails with an error instead
+    // of the process panicking, as `Client::default()` would.
+    http: Option<reqwest::Client>,
     config: EmailConfig,
 }
 
@@ -31,7 +36,7 @@ impl Mailer {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .unwrap_or_default();
+            .ok();
         Mailer { http, config }
     }
 
@@ -54,8 +59,8 @@ impl Mailer {
                 ),
             ),
         };
-        let response = self
-            .http
+        let http = self.http.as_ref().ok_or(EmailError::NoClient)?;
+        let response = http
             .post(format!("{}/emails", self.config.api_url))
             .bearer_auth(self.config.api_key.expose())
             .json(&json!({

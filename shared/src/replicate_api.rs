@@ -30,7 +30,9 @@ pub enum ApiCallError {
 /// A client for Replicate's API.
 #[derive(Debug, Clone)]
 pub struct ReplicateApi {
-    http: reqwest::Client,
+    // None when the client could not be built: each lookup then fails with an error instead
+    // of the process panicking, as `Client::default()` would.
+    http: Option<reqwest::Client>,
     config: ReplicateApiConfig,
 }
 
@@ -40,7 +42,7 @@ impl ReplicateApi {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .unwrap_or_default();
+            .ok();
         ReplicateApi { http, config }
     }
 
@@ -52,8 +54,10 @@ impl ReplicateApi {
         };
         let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         let url = format!("{}/v1/{collection}/{id}", self.config.base_url);
-        let response = self
-            .http
+        let http = self.http.as_ref().ok_or(ApiCallError::Unreachable(
+            "the HTTP client could not be built",
+        ))?;
+        let response = http
             .get(url)
             .bearer_auth(self.config.token.expose())
             .send()
