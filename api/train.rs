@@ -5,5 +5,5 @@ use shared::routes::{Webhook, WebhookRoute};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    platform::run(|settings| Webhook::new(WebhookRoute::Train, settings)).await
+    platform::run(|env| Webhook::new(WebhookRoute::Train, env)).await
 }

@@ -1,15 +1,16 @@
 //! What a delivery does, whichever way it arrived (a webhook, or reconcile asking
 //! Replicate's API): copy a succeeded job's files to S3 first, then apply the event in one
-//! database transaction.
+//! database transaction, then tell the owner.
 
-use crate::config::{ConfigError, Settings};
+use crate::config::ApplyConfig;
 use crate::email::Mailer;
 use crate::error::ApiError;
+use crate::job::{Job, JobKind};
 use crate::logging;
 use crate::outputs::copy::{Copier, Destination};
-use crate::replicate::{Delivery, Status};
+use crate::replicate::Status;
 use crate::storage::{Storage, StorageError};
-use crate::store::{Applied, EventToApply, JobKind, JobRef, Outcome, OutputJson, Store};
+use crate::store::{Applied, ApplyEvent, OutputJson, Store};
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -17,106 +18,72 @@ use std::sync::OnceLock;
 /// sees `processing` events never builds an S3 client).
 #[derive(Debug)]
 pub struct Services {
-    settings: Settings,
-    store: OnceLock<Result<Store, ConfigError>>,
-    copier: OnceLock<Result<Copier, ApiError>>,
+    config: ApplyConfig,
+    store: OnceLock<Store>,
+    copier: OnceLock<Result<Copier, StorageError>>,
     mailer: OnceLock<Option<Mailer>>,
 }
 
-/// One event to apply.
-#[derive(Debug, Clone, Copy)]
-pub struct Event<'a> {
-    /// Dedup key: the `webhook-id`, or reconcile's own id.
-    pub webhook_id: &'a str,
-    /// Route name recorded in `webhook_events`.
-    pub route: &'a str,
-    /// Which job.
-    pub job: JobRef,
-    /// What Replicate reported.
-    pub delivery: &'a Delivery,
-    /// The outcome recorded when it changes the job: `applied` or `reconciled`.
-    pub applied_outcome: Outcome,
-}
-
 impl Services {
-    /// Services configured by `settings`; builds nothing yet.
-    pub fn new(settings: Settings) -> Services {
+    /// Services configured by `config`; builds nothing yet.
+    pub fn new(config: ApplyConfig) -> Services {
         Services {
-            settings,
+            config,
             store: OnceLock::new(),
             copier: OnceLock::new(),
             mailer: OnceLock::new(),
         }
     }
 
-    /// The configuration these services were built from.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// The PostgREST client.
-    pub fn store(&self) -> Result<&Store, ApiError> {
+    pub fn store(&self) -> &Store {
         self.store
-            .get_or_init(|| {
-                let config = self.settings.database.as_ref().map_err(Clone::clone)?;
-                Ok(Store::new(config, self.settings.upstream_timeout))
-            })
-            .as_ref()
-            .map_err(|e| ApiError::Config(e.clone()))
+            .get_or_init(|| Store::new(&self.config.database, self.config.upstream_timeout))
     }
 
-    fn copier(&self) -> Result<&Copier, ApiError> {
+    fn copier(&self) -> Result<&Copier, StorageError> {
         self.copier
             .get_or_init(|| {
-                let storage = self.settings.storage.as_ref().map_err(Clone::clone)?;
-                let hosts = self.settings.output_hosts.as_ref().map_err(Clone::clone)?;
+                let storage = &self.config.storage;
                 Copier::new(
                     Storage::new(storage),
-                    hosts.clone(),
+                    self.config.output_hosts.clone(),
                     storage.prefix.clone(),
                     storage.public_base_url.clone(),
                 )
                 .map_err(|_| {
-                    ApiError::Storage(StorageError::Unavailable(
-                        "the download client could not be built".into(),
-                    ))
+                    StorageError::Unavailable("the download client could not be built".into())
                 })
             })
             .as_ref()
-            .map_err(clone_error)
+            .map_err(Clone::clone)
     }
 
     /// Applies one event: files first (a succeeded job is never recorded with Replicate's
     /// expiring URLs), then the database, in one transaction; then tells the owner of a
     /// model that just finished.
-    pub async fn apply(&self, event: Event<'_>) -> Result<Applied, ApiError> {
+    pub async fn apply(&self, event: ApplyEvent<'_>) -> Result<Applied, ApiError> {
+        let route = event.route;
         let applied = self.apply_quietly(event).await?;
-        self.notify(event.route, &applied).await;
+        self.notify(route, &applied).await;
         Ok(applied)
     }
 
-    async fn apply_quietly(&self, event: Event<'_>) -> Result<Applied, ApiError> {
-        let store = self.store()?;
+    async fn apply_quietly(&self, mut event: ApplyEvent<'_>) -> Result<Applied, ApiError> {
+        let store = self.store();
         let d = event.delivery;
-        let as_received = OutputJson::Received(d.output.raw());
         let output = match d.output.tree() {
             Some(tree) if d.status == Status::Succeeded && !d.output.files().is_empty() => tree,
-            _ => {
-                return Ok(store
-                    .apply(&to_apply(event, as_received, None, None))
-                    .await?);
-            }
+            _ => return Ok(store.apply(&event).await?),
         };
         let Some(found) = store.find(&d.id, event.job).await? else {
             return Ok(Applied::not_found());
         };
-        if found.is_terminal() {
+        if found.status.is_terminal() {
             // Nothing will change; record the duplicate or stale delivery without copying.
-            return Ok(store
-                .apply(&to_apply(event, as_received, None, None))
-                .await?);
+            return Ok(store.apply(&event).await?);
         }
-        let kind = found.kind();
+        let kind = found.job.kind();
         let stored = self
             .copier()?
             .copy_all(
@@ -126,39 +93,36 @@ impl Services {
                     replicate_id: &d.id,
                 },
                 output,
+                d.output.files(),
             )
             .await?;
-        let weights = match kind {
+        event.output = OutputJson::Rewritten(&stored.output);
+        event.output_urls = Some(&stored.urls);
+        event.weights_url = match kind {
             JobKind::Model => stored.output.get("weights").and_then(Value::as_str),
             JobKind::Prediction => None,
         };
-        let rewritten = OutputJson::Rewritten(&stored.output);
-        let apply = to_apply(event, rewritten, Some(&stored.urls), weights);
-        Ok(store.apply(&apply).await?)
+        Ok(store.apply(&event).await?)
     }
-}
 
-impl Services {
     /// Emails the owner when this call moved a model to a terminal status. The database
     /// makes that move once per job, so the email goes once; a failure is only logged.
     async fn notify(&self, route: &str, applied: &Applied) {
-        let changed = matches!(applied.outcome, Outcome::Applied | Outcome::Reconciled);
-        let status = applied.status.as_deref().and_then(Status::parse);
-        let (Some(status), Some(model), Some(user)) = (status, applied.job_id, applied.user_id)
+        let (Some(Job::Model), Some(status), Some(model), Some(user)) =
+            (applied.job, applied.status, applied.job_id, applied.user_id)
         else {
             return;
         };
-        if !changed || applied.job.as_deref() != Some("model") || !status.is_terminal() {
+        if !applied.outcome.changed() || !status.is_terminal() {
             return;
         }
         let Some(mailer) = self
             .mailer
-            .get_or_init(|| self.settings.email.clone().map(Mailer::new))
+            .get_or_init(|| self.config.email.clone().map(Mailer::new))
         else {
             return;
         };
-        let Ok(store) = self.store() else { return };
-        let message = match store.profile_email(user).await {
+        let message = match self.store().profile_email(user).await {
             Ok(Some(to)) => match mailer.model_finished(&to, model, status).await {
                 Ok(()) => return,
                 Err(e) => format!("email for model {model} not sent: {e}"),
@@ -167,33 +131,5 @@ impl Services {
             Err(e) => format!("email for model {model} not sent: {e}"),
         };
         logging::event("warn", route, &message);
-    }
-}
-
-fn to_apply<'a>(
-    event: Event<'a>,
-    output: OutputJson<'a>,
-    output_urls: Option<&'a [String]>,
-    weights_url: Option<&'a str>,
-) -> EventToApply<'a> {
-    EventToApply {
-        webhook_id: event.webhook_id,
-        route: event.route,
-        job: event.job,
-        delivery: event.delivery,
-        output,
-        output_urls,
-        weights_url,
-        // A finished training reports the new model version in its output.
-        version: event.delivery.output.field("version"),
-        applied_outcome: event.applied_outcome.as_str(),
-    }
-}
-
-fn clone_error(error: &ApiError) -> ApiError {
-    match error {
-        ApiError::Config(e) => ApiError::Config(e.clone()),
-        ApiError::Storage(e) => ApiError::Storage(e.clone()),
-        other => ApiError::Storage(StorageError::Unavailable(other.to_string())),
     }
 }

@@ -1,7 +1,9 @@
-//! Configuration from the environment, read once per cold start.
+//! Configuration from the environment, read and validated once, when a route starts.
 //!
-//! Each part is kept as a `Result` so a route fails only for the parts it needs, with an
-//! error naming the variable, and never panics at start.
+//! Each route reads only what it needs into one value ([`WebhookConfig`],
+//! [`ReconcileConfig`], [`HealthConfig`]); a missing or invalid variable is one
+//! [`ConfigError`] naming it (never its value), which every request of that route then
+//! answers with 503. Reading builds no client and never panics.
 
 use crate::outputs::hosts::{DEFAULT_OUTPUT_HOSTS, HostPolicy};
 use crate::signature::{DEFAULT_TOLERANCE_SECONDS, SecretError, Verifier};
@@ -81,26 +83,32 @@ fn flag(env: &impl Env, name: &'static str) -> bool {
         .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
-/// What the webhook routes need to accept a delivery.
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    /// Verifies signatures with every configured secret.
-    pub verifier: Verifier,
+/// Reads `REPLICATE_WEBHOOK_SECRET` and `WEBHOOK_TOLERANCE_SECONDS` into a verifier.
+pub fn verifier(env: &impl Env) -> Result<Verifier, ConfigError> {
+    let secrets = required(env, "REPLICATE_WEBHOOK_SECRET")?;
+    let tolerance = number(env, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS)?;
+    Verifier::from_secrets(&secrets, tolerance).map_err(|e: SecretError| ConfigError::Invalid {
+        name: "REPLICATE_WEBHOOK_SECRET",
+        reason: e.to_string(),
+    })
 }
 
-impl WebhookConfig {
-    /// Reads `REPLICATE_WEBHOOK_SECRET` and `WEBHOOK_TOLERANCE_SECONDS`.
-    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let secrets = required(env, "REPLICATE_WEBHOOK_SECRET")?;
-        let tolerance = number(env, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS)?;
-        let verifier = Verifier::from_secrets(&secrets, tolerance).map_err(|e: SecretError| {
-            ConfigError::Invalid {
-                name: "REPLICATE_WEBHOOK_SECRET",
-                reason: e.to_string(),
-            }
-        })?;
-        Ok(Self { verifier })
-    }
+/// Reads `MAX_BODY_BYTES` (default 4 MiB): the one body limit of the routes that take a
+/// body.
+pub fn max_body_bytes(env: &impl Env) -> Result<usize, ConfigError> {
+    number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+}
+
+/// Reads `OUTPUT_HOSTS` (default `replicate.delivery,*.replicate.delivery`).
+pub fn output_hosts(env: &impl Env) -> Result<HostPolicy, ConfigError> {
+    HostPolicy::parse(
+        &env.var("OUTPUT_HOSTS")
+            .unwrap_or_else(|| DEFAULT_OUTPUT_HOSTS.into()),
+    )
+    .map_err(|e| ConfigError::Invalid {
+        name: "OUTPUT_HOSTS",
+        reason: e.to_string(),
+    })
 }
 
 /// A bearer credential whose value never shows in `Debug`.
@@ -260,7 +268,7 @@ impl ReplicateApiConfig {
 
 /// How much reconcile does per run.
 #[derive(Debug, Clone, Copy)]
-pub struct ReconcileConfig {
+pub struct ReconcileLimits {
     /// `RECONCILE_AFTER_SECONDS` (120): quiet time before a job is checked.
     pub after_seconds: u32,
     /// `RECONCILE_BATCH` (50): jobs per run.
@@ -270,7 +278,7 @@ pub struct ReconcileConfig {
     pub max_age_seconds: u32,
 }
 
-impl ReconcileConfig {
+impl ReconcileLimits {
     /// Reads the three numbers, with their defaults.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -281,61 +289,105 @@ impl ReconcileConfig {
     }
 }
 
-/// Everything a route may need, read once at cold start.
+/// What applying an event needs, whichever route it came through: the database, the
+/// bucket and where files may come from, and email when it is on.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    /// `MAX_BODY_BYTES`, default 4 MiB.
-    pub max_body_bytes: Result<usize, ConfigError>,
-    /// Signature verification.
-    pub webhook: Result<WebhookConfig, ConfigError>,
+pub struct ApplyConfig {
+    /// PostgREST.
+    pub database: DatabaseConfig,
+    /// S3.
+    pub storage: StorageConfig,
+    /// `OUTPUT_HOSTS`.
+    pub output_hosts: HostPolicy,
+    /// Resend, when `RESEND_API_KEY` is set.
+    pub email: Option<EmailConfig>,
+    /// Upper bound for each database call made while answering a request.
+    pub upstream_timeout: Duration,
+}
+
+impl ApplyConfig {
+    /// Reads the database, storage, output hosts and email variables.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseConfig::from_env(env)?,
+            storage: StorageConfig::from_env(env)?,
+            output_hosts: output_hosts(env)?,
+            email: EmailConfig::from_env(env),
+            upstream_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+/// The webhook routes' configuration (train, predict, unified, completed).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// Checks signatures with every configured secret.
+    pub verifier: Verifier,
+    /// What applying a delivery needs.
+    pub apply: ApplyConfig,
+}
+
+impl WebhookConfig {
+    /// Reads everything a webhook route needs.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_body_bytes: max_body_bytes(env)?,
+            verifier: verifier(env)?,
+            apply: ApplyConfig::from_env(env)?,
+        })
+    }
+}
+
+/// The reconcile route's configuration.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// `CRON_SECRET`: the bearer token schedules send.
+    pub cron_secret: Secret,
+    /// Replicate's API.
+    pub replicate_api: ReplicateApiConfig,
+    /// How much to do per run.
+    pub limits: ReconcileLimits,
+    /// What applying Replicate's answer needs.
+    pub apply: ApplyConfig,
+}
+
+impl ReconcileConfig {
+    /// Reads everything reconcile needs.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            cron_secret: required(env, "CRON_SECRET").map(Secret::new)?,
+            replicate_api: ReplicateApiConfig::from_env(env)?,
+            limits: ReconcileLimits::from_env(env)?,
+            apply: ApplyConfig::from_env(env)?,
+        })
+    }
+}
+
+/// The health route's configuration: each part it reports on, kept apart so that one
+/// missing variable does not hide the state of the others.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Whether the webhook routes can verify deliveries.
+    pub webhook: Result<(), ConfigError>,
     /// PostgREST.
     pub database: Result<DatabaseConfig, ConfigError>,
     /// S3.
     pub storage: Result<StorageConfig, ConfigError>,
-    /// `OUTPUT_HOSTS`: where output files may be fetched from.
-    pub output_hosts: Result<HostPolicy, ConfigError>,
-    /// Email through Resend, when `RESEND_API_KEY` is set.
-    pub email: Option<EmailConfig>,
-    /// Reconcile: Replicate's API.
-    pub replicate_api: Result<ReplicateApiConfig, ConfigError>,
-    /// Reconcile: the bearer token schedules send.
-    pub cron_secret: Result<Secret, ConfigError>,
-    /// Reconcile: how much to do per run.
-    pub reconcile: Result<ReconcileConfig, ConfigError>,
-    /// Upper bound for each dependency call made while answering a request.
-    pub upstream_timeout: Duration,
+    /// Whether email is on.
+    pub email: bool,
 }
 
-impl Settings {
-    /// Reads every part; parsing is cheap and builds no client.
+impl HealthConfig {
+    /// Reads each part on its own.
     pub fn from_env(env: &impl Env) -> Self {
         Self {
-            max_body_bytes: number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            webhook: WebhookConfig::from_env(env),
+            webhook: verifier(env).map(drop),
             database: DatabaseConfig::from_env(env),
             storage: StorageConfig::from_env(env),
-            output_hosts: HostPolicy::parse(
-                &env.var("OUTPUT_HOSTS")
-                    .unwrap_or_else(|| DEFAULT_OUTPUT_HOSTS.into()),
-            )
-            .map_err(|e| ConfigError::Invalid {
-                name: "OUTPUT_HOSTS",
-                reason: e.to_string(),
-            }),
-            email: EmailConfig::from_env(env),
-            replicate_api: ReplicateApiConfig::from_env(env),
-            cron_secret: required(env, "CRON_SECRET").map(Secret::new),
-            reconcile: ReconcileConfig::from_env(env),
-            upstream_timeout: Duration::from_secs(10),
+            email: EmailConfig::from_env(env).is_some(),
         }
-    }
-
-    /// The body limit, falling back to the default when the variable is invalid (the error
-    /// is reported by the routes that check `max_body_bytes` themselves).
-    pub fn body_limit(&self) -> usize {
-        self.max_body_bytes
-            .clone()
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES)
     }
 }
 
@@ -346,22 +398,40 @@ mod tests {
 
     #[test]
     fn missing_variables_are_named() {
-        let s = Settings::from_env(&[("S3_BUCKET", "b")]);
+        let env = [("S3_BUCKET", "b")];
         assert_eq!(
-            s.webhook.unwrap_err(),
+            WebhookConfig::from_env(&env).unwrap_err(),
             ConfigError::Missing("REPLICATE_WEBHOOK_SECRET")
         );
         assert_eq!(
-            s.database.unwrap_err(),
+            DatabaseConfig::from_env(&env).unwrap_err(),
             ConfigError::Missing("SUPABASE_URL")
         );
         assert_eq!(
-            s.storage.unwrap_err(),
+            StorageConfig::from_env(&env).unwrap_err(),
             ConfigError::Missing("AWS_ACCESS_KEY_ID")
         );
-        assert_eq!(s.max_body_bytes.unwrap(), DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(max_body_bytes(&env).unwrap(), DEFAULT_MAX_BODY_BYTES);
     }
 
+    #[test]
+    fn a_route_reads_only_what_it_needs() {
+        // Reconcile's variables are not a webhook route's business, and the reverse.
+        let env = [
+            ("REPLICATE_WEBHOOK_SECRET", "whsec_dGVzdA=="),
+            ("SUPABASE_URL", "https://x.supabase.co"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+            ("S3_BUCKET", "b"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("RECONCILE_BATCH", "many"),
+        ];
+        assert!(WebhookConfig::from_env(&env).is_ok());
+        assert_eq!(
+            ReconcileConfig::from_env(&env).unwrap_err(),
+            ConfigError::Missing("CRON_SECRET")
+        );
+    }
     #[test]
     fn supabase_url_gets_rest_path_and_postgrest_url_wins() {
         let env = [
@@ -383,13 +453,13 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_variable_not_the_value() {
-        let s = Settings::from_env(&[
+        let env = [
             ("MAX_BODY_BYTES", "lots"),
             ("REPLICATE_WEBHOOK_SECRET", "whsec_%%%%"),
-        ]);
-        let body = s.max_body_bytes.unwrap_err().to_string();
+        ];
+        let body = max_body_bytes(&env).unwrap_err().to_string();
         assert!(body.contains("MAX_BODY_BYTES") && !body.contains("lots"));
-        let hook = s.webhook.unwrap_err().to_string();
+        let hook = verifier(&env).unwrap_err().to_string();
         assert!(hook.contains("REPLICATE_WEBHOOK_SECRET") && !hook.contains("%%%%"));
     }
 

@@ -72,4 +72,14 @@ impl ApiError {
             Self::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// For the log line: what failed below a generic answer (an upstream error kind,
+    /// never a body, URL or key).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Store(e) => Some(e.to_string()),
+            Self::Copy(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Core of the Replicate webhook functions.
 //!
 //! - [`signature`]: Standard Webhooks verification.
-//! - [`replicate`]: Replicate's objects and statuses.
+//! - [`replicate`]: Replicate's objects and statuses; [`job`]: our jobs, as the database
+//!   knows them.
 //! - [`store`]: job state in Supabase through PostgREST (the state rules live in the SQL
 //!   function it calls, `supabase/migrations/`).
 //! - [`outputs`] and [`storage`]: output files, the allow-list, the S3 copier and bucket.
@@ -12,6 +13,7 @@ pub mod apply;
 pub mod config;
 pub mod email;
 pub mod error;
+pub mod job;
 pub mod logging;
 pub mod outputs;
 pub mod platform;

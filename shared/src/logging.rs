@@ -6,7 +6,8 @@ use serde::Serialize;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What a handler learned about a request, attached to its response as an extension.
+/// What a handler learned about a request. The adapter makes one per request, lends it to
+/// the handler, and writes it in the request's log line: the one path these fields take.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LogFields {
     /// The delivery's `webhook-id` (only once verified).
@@ -27,20 +28,6 @@ pub struct LogFields {
     /// Extra detail for operators (an upstream error kind, never a body).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-}
-
-impl LogFields {
-    /// Fills this value's empty fields from `other`.
-    pub fn merge(self, other: LogFields) -> LogFields {
-        LogFields {
-            webhook_id: self.webhook_id.or(other.webhook_id),
-            replicate_id: self.replicate_id.or(other.replicate_id),
-            status: self.status.or(other.status),
-            outcome: self.outcome.or(other.outcome),
-            error: self.error.or(other.error),
-            detail: self.detail.or(other.detail),
-        }
-    }
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,7 @@
 //! untouched (signatures are over those bytes), call the handler, add `x-request-id`, and
 //! write the request's log line.
 
+use crate::config::{ConfigError, ProcessEnv};
 use crate::logging::{self, LogFields, RequestSummary};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -21,11 +22,24 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Handler: Send + Sync + 'static {
     /// The route's name, for logs.
     fn name(&self) -> &'static str;
-    /// The most body bytes the adapters collect before answering 413.
-    fn body_limit(&self) -> usize;
-    /// Answers one request. Never panics; every failure is an answer.
-    fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Response<Bytes>> + Send;
+    /// The most body bytes the adapters collect before answering 413; `None` when the
+    /// route's configuration is invalid: the body is then not read, since every request is
+    /// answered 503 (or 405) without it.
+    fn body_limit(&self) -> Option<usize>;
+    /// Why the route cannot work, when its configuration is invalid (logged at start).
+    fn config_error(&self) -> Option<&ConfigError>;
+    /// Answers one request, noting in `log` what the request's log line should say.
+    /// Never panics; every failure is an answer.
+    fn handle(
+        &self,
+        req: Request<Bytes>,
+        log: &mut LogFields,
+    ) -> impl Future<Output = Response<Bytes>> + Send;
 }
+
+/// The body limit of routes that take no body worth reading (health, reconcile): enough
+/// for any client's empty or small POST.
+pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
 
 /// Marks a request whose body was over the limit and was not collected.
 #[derive(Debug, Clone, Copy)]
@@ -50,14 +64,11 @@ pub async fn respond<H: Handler + ?Sized>(
 ) -> Response<Bytes> {
     let started = Instant::now();
     let method = req.method().to_string();
-    let mut response = handler.handle(req).await;
+    let mut fields = LogFields::default();
+    let mut response = handler.handle(req, &mut fields).await;
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    let fields = response
-        .extensions_mut()
-        .remove::<LogFields>()
-        .unwrap_or_default();
     logging::request(
         &RequestSummary {
             request_id,
@@ -91,9 +102,13 @@ pub async fn lambda_event<H: Handler + ?Sized>(
         _ => Bytes::new(),
     };
     let mut core = Request::from_parts(parts, body);
-    if core.body().len() > handler.body_limit() {
-        *core.body_mut() = Bytes::new();
-        core.extensions_mut().insert(BodyTooLarge);
+    match handler.body_limit() {
+        Some(limit) if core.body().len() <= limit => {}
+        Some(_) => {
+            *core.body_mut() = Bytes::new();
+            core.extensions_mut().insert(BodyTooLarge);
+        }
+        None => *core.body_mut() = Bytes::new(),
     }
     let response = respond(handler, core, &request_id).await;
     response.map(|bytes| match String::from_utf8(bytes.to_vec()) {
@@ -116,8 +131,16 @@ where
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
-    let limit = handler.body_limit();
     let (parts, body) = req.into_parts();
+    let Some(limit) = handler.body_limit() else {
+        // Not configured: answered without the body.
+        return respond(
+            handler,
+            Request::from_parts(parts, Bytes::new()),
+            &request_id,
+        )
+        .await;
+    };
     let declared_too_large = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -164,11 +187,11 @@ fn new_request_id() -> String {
 }
 
 /// Builds a route's handler from the environment and serves it; what each `api/*.rs`
-/// `main` calls. Configuration problems are logged here and answered per request.
-pub async fn run<H: Handler>(
-    build: impl FnOnce(crate::config::Settings) -> H,
-) -> Result<(), BoxError> {
-    let settings = crate::config::Settings::from_env(&crate::config::ProcessEnv);
-    let handler = build(settings);
+/// `main` calls. A configuration problem is logged here once and answered per request.
+pub async fn run<H: Handler>(build: impl FnOnce(&ProcessEnv) -> H) -> Result<(), BoxError> {
+    let handler = build(&ProcessEnv);
+    if let Some(e) = handler.config_error() {
+        logging::event("error", handler.name(), &format!("not configured: {e}"));
+    }
     serve(handler).await
 }

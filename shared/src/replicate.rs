@@ -4,7 +4,8 @@
 //! the rest of the code never re-checks them.
 
 use crate::outputs::{file_references, may_reference_files};
-use serde::Deserialize;
+use crate::signature::Verified;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::fmt;
@@ -12,7 +13,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A job's status, in Replicate's vocabulary plus `pending` (created, nothing heard yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// It crosses the PostgREST boundary as this enum (serde), both ways; the order of
+/// statuses and what each one does to a job are the database's rules
+/// (`supabase/migrations/`), mirrored here only where the code must act before the
+/// database is asked (a `completed` route ignoring non-terminal events, a copy skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Created by the app; Replicate has not reported yet. Never sent by Replicate.
     Pending,
@@ -151,9 +157,30 @@ struct Wire {
     data_removed: Value,
 }
 
+/// A job object as Replicate's API answered it (reconcile): trusted like a verified
+/// delivery, since it came over TLS from Replicate with our token. Only
+/// [`crate::replicate_api`] makes one.
+#[derive(Clone)]
+pub struct ApiAnswer(pub(crate) bytes::Bytes);
+
+impl fmt::Debug for ApiAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiAnswer({} bytes)", self.0.len())
+    }
+}
+
 impl Delivery {
-    /// Parses a raw (already verified) body.
-    pub fn parse(body: &[u8]) -> Result<Delivery, DeliveryError> {
+    /// Parses a verified webhook body.
+    pub fn parse(verified: &Verified<'_>) -> Result<Delivery, DeliveryError> {
+        Delivery::read(verified.body())
+    }
+
+    /// Parses what Replicate's API answered about a job.
+    pub fn from_api(answer: &ApiAnswer) -> Result<Delivery, DeliveryError> {
+        Delivery::read(&answer.0)
+    }
+
+    fn read(body: &[u8]) -> Result<Delivery, DeliveryError> {
         let wire: Wire = serde_json::from_slice(body).map_err(|_| DeliveryError::NotJson)?;
         let id = match wire.id {
             Some(Value::String(s)) if !s.trim().is_empty() => s,
@@ -194,7 +221,8 @@ impl Delivery {
     }
 }
 
-/// Replicate's `output`, kept as the JSON text it arrived in.
+/// Replicate's `output`, kept as the JSON text it arrived in, with its file references
+/// found once, when it is parsed.
 ///
 /// Most deliveries only pass their output on to the database, and a language model's token
 /// list can be tens of kilobytes of short strings: building it into a tree cost several
@@ -204,6 +232,7 @@ impl Delivery {
 pub struct Output {
     raw: Option<Box<RawValue>>,
     tree: Option<Value>,
+    files: Vec<String>,
 }
 
 impl Output {
@@ -213,13 +242,17 @@ impl Output {
     }
 
     fn read(raw: Option<Box<RawValue>>) -> Result<Output, DeliveryError> {
-        let tree = match &raw {
+        let tree: Option<Value> = match &raw {
             Some(r) if r.get().starts_with('{') || may_reference_files(r.get()) => {
                 Some(serde_json::from_str(r.get()).map_err(|_| DeliveryError::BadOutput)?)
             }
             _ => None,
         };
-        Ok(Output { raw, tree })
+        let files = tree
+            .as_ref()
+            .map(|t| file_references(t).into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
+        Ok(Output { raw, tree, files })
     }
 
     /// The JSON text as received; `None` when the output is null or absent.
@@ -232,9 +265,9 @@ impl Output {
         self.tree.as_ref()
     }
 
-    /// Every file reference in the output, in document order.
-    pub fn files(&self) -> Vec<&str> {
-        self.tree.as_ref().map(file_references).unwrap_or_default()
+    /// Every file reference in the output, in document order (found once, at parse time).
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
 
     /// A string field of an object output, such as a finished training's `version`.
@@ -267,7 +300,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Delivery, DeliveryError> {
-        Delivery::parse(v.to_string().as_bytes())
+        Delivery::read(v.to_string().as_bytes())
     }
 
     #[test]
@@ -295,8 +328,8 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_job() {
-        assert_eq!(Delivery::parse(b"not json"), Err(DeliveryError::NotJson));
-        assert_eq!(Delivery::parse(b"[1]"), Err(DeliveryError::NotJson));
+        assert_eq!(Delivery::read(b"not json"), Err(DeliveryError::NotJson));
+        assert_eq!(Delivery::read(b"[1]"), Err(DeliveryError::NotJson));
         assert_eq!(
             parse(json!({"status": "failed"})),
             Err(DeliveryError::Missing("id"))
@@ -350,7 +383,7 @@ mod tests {
             "output": ["https://replicate.delivery/a/0.png", "text"]}))
         .unwrap()
         .output;
-        assert_eq!(files.files(), vec!["https://replicate.delivery/a/0.png"]);
+        assert_eq!(files.files(), ["https://replicate.delivery/a/0.png"]);
 
         let training = parse(json!({"id": "x", "status": "succeeded",
             "output": {"version": "owner/model:abc", "weights": null}}))

@@ -1,15 +1,15 @@
 //! Replicate's HTTP API, as reconcile uses it: fetch one prediction or training.
 
 use crate::config::ReplicateApiConfig;
-use crate::store::JobKind;
-use bytes::Bytes;
+use crate::job::JobKind;
+use crate::replicate::ApiAnswer;
 use std::time::Duration;
 
 /// What the API said about a job.
 #[derive(Debug)]
 pub enum Lookup {
     /// The job object, the same JSON a webhook carries.
-    Found(Bytes),
+    Found(ApiAnswer),
     /// Replicate does not know this id.
     NotFound,
     /// Too many requests: stop for now.
@@ -73,7 +73,7 @@ impl ReplicateApi {
             200 => response
                 .bytes()
                 .await
-                .map(Lookup::Found)
+                .map(|body| Lookup::Found(ApiAnswer(body)))
                 .map_err(|_| ApiCallError::Unreachable("body interrupted")),
             404 => Ok(Lookup::NotFound),
             429 => Ok(Lookup::RateLimited),

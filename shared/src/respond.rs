@@ -4,10 +4,10 @@ use crate::error::ApiError;
 use crate::logging::LogFields;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// A JSON answer with `content-type` set. `x-request-id` is added by the platform layer.
-pub fn json(status: StatusCode, body: &Value) -> Response<Bytes> {
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Bytes> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Bytes::from(bytes));
     *response.status_mut() = status;
@@ -18,29 +18,22 @@ pub fn json(status: StatusCode, body: &Value) -> Response<Bytes> {
     response
 }
 
-/// The `{"error": ...}` answer for an error, with `Allow` on a 405, and the message kept
-/// for the request's log line.
-pub fn error(err: &ApiError) -> Response<Bytes> {
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+/// The `{"error": ...}` answer for an error, with `Allow` on a 405; the request's log line
+/// gets the message and, for an outage, what failed below it.
+pub fn error(err: &ApiError, log: &mut LogFields) -> Response<Bytes> {
     let message = err.to_string();
-    let mut response = json(err.status(), &json!({ "error": message }));
+    let mut response = json(err.status(), &ErrorBody { error: &message });
     if let ApiError::MethodNotAllowed { allow } = err {
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
-    response.extensions_mut().insert(LogFields {
-        error: Some(message),
-        ..LogFields::default()
-    });
-    response
-}
-
-/// Adds what the request's log line should say to a response.
-pub fn with_log(mut response: Response<Bytes>, fields: LogFields) -> Response<Bytes> {
-    let merged = match response.extensions_mut().remove::<LogFields>() {
-        Some(existing) => fields.merge(existing),
-        None => fields,
-    };
-    response.extensions_mut().insert(merged);
+    log.detail = err.detail();
+    log.error = Some(message);
     response
 }

@@ -98,6 +98,44 @@ pub enum SignatureError {
     NoMatch,
 }
 
+/// A delivery whose signature checked out: the only way to get one is
+/// [`Verifier::verify`], and [`crate::replicate::Delivery::parse`] takes nothing else, so
+/// no unverified body is ever parsed.
+#[derive(Clone, Copy)]
+pub struct Verified<'a> {
+    id: &'a str,
+    timestamp: i64,
+    body: &'a [u8],
+}
+
+impl fmt::Debug for Verified<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body stays out of Debug output, as out of logs.
+        f.debug_struct("Verified")
+            .field("id", &self.id)
+            .field("timestamp", &self.timestamp)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl<'a> Verified<'a> {
+    /// The `webhook-id`: the same on every resend of one delivery, so it is the dedup key.
+    pub fn id(&self) -> &'a str {
+        self.id
+    }
+
+    /// When Replicate signed it (Unix seconds).
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The raw body bytes, exactly as signed.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+}
+
 /// Verifies deliveries against one or more secrets (several during a rotation).
 #[derive(Clone, Debug)]
 pub struct Verifier {
@@ -127,7 +165,12 @@ impl Verifier {
     ///
     /// Checks the headers are present, the timestamp is within tolerance either way, and that
     /// some `v1` entry matches some secret; comparisons are constant-time.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), SignatureError> {
+    pub fn verify<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: i64,
+    ) -> Result<Verified<'a>, SignatureError> {
         let id = header(headers, ID_HEADER)?;
         let timestamp = header(headers, TIMESTAMP_HEADER)?;
         let signatures = header(headers, SIGNATURE_HEADER)?;
@@ -151,7 +194,11 @@ impl Verifier {
             for candidate in &candidates {
                 // verify_slice compares in constant time.
                 if mac.clone().verify_slice(candidate).is_ok() {
-                    return Ok(());
+                    return Ok(Verified {
+                        id,
+                        timestamp: signed_at,
+                        body,
+                    });
                 }
             }
         }
@@ -194,7 +241,16 @@ mod tests {
     }
 
     fn check_a(sig: &str) -> Result<(), SignatureError> {
-        verifier(A_SECRET).verify(&headers(A_ID, &A_TS.to_string(), sig), A_BODY, A_TS)
+        verifier(A_SECRET)
+            .verify(&headers(A_ID, &A_TS.to_string(), sig), A_BODY, A_TS)
+            .map(drop)
+    }
+
+    #[test]
+    fn a_verified_delivery_carries_what_was_checked() {
+        let h = headers(A_ID, &A_TS.to_string(), A_SIG);
+        let v = verifier(A_SECRET).verify(&h, A_BODY, A_TS).unwrap();
+        assert_eq!((v.id(), v.timestamp(), v.body()), (A_ID, A_TS, A_BODY));
     }
 
     #[test]
@@ -211,7 +267,7 @@ mod tests {
             "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
         );
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
-        assert_eq!(v.verify(&h, body, 1_649_367_553), Ok(()));
+        assert_eq!(v.verify(&h, body, 1_649_367_553).map(drop), Ok(()));
     }
 
     #[test]
@@ -237,7 +293,7 @@ mod tests {
         let v = verifier(A_SECRET);
         let h = headers(A_ID, &A_TS.to_string(), A_SIG);
         assert_eq!(
-            v.verify(&h, br#"{"test":2432232314}"#, A_TS),
+            v.verify(&h, br#"{"test":2432232314}"#, A_TS).map(drop),
             Err(SignatureError::NoMatch)
         );
     }
@@ -247,7 +303,7 @@ mod tests {
         let v = verifier(A_SECRET);
         let h = headers(A_ID, &A_TS.to_string(), A_SIG);
         assert_eq!(
-            v.verify(&h, br#"{"test": 2432232315}"#, A_TS),
+            v.verify(&h, br#"{"test": 2432232315}"#, A_TS).map(drop),
             Err(SignatureError::NoMatch)
         );
     }
@@ -259,7 +315,7 @@ mod tests {
             let mut h = headers(A_ID, &A_TS.to_string(), A_SIG);
             h.remove(name);
             assert_eq!(
-                v.verify(&h, A_BODY, A_TS),
+                v.verify(&h, A_BODY, A_TS).map(drop),
                 Err(SignatureError::MissingHeader(name))
             );
         }
@@ -270,7 +326,7 @@ mod tests {
         let v = verifier(A_SECRET);
         let h = headers(A_ID, "hello", A_SIG);
         assert_eq!(
-            v.verify(&h, A_BODY, A_TS),
+            v.verify(&h, A_BODY, A_TS).map(drop),
             Err(SignatureError::BadTimestamp)
         );
     }
@@ -294,7 +350,11 @@ mod tests {
             } else {
                 Err(SignatureError::OutsideTolerance)
             };
-            assert_eq!(v.verify(&h, A_BODY, now), expected, "offset {offset}");
+            assert_eq!(
+                v.verify(&h, A_BODY, now).map(drop),
+                expected,
+                "offset {offset}"
+            );
         }
     }
 
@@ -317,7 +377,7 @@ mod tests {
     fn secret_without_prefix_works_the_same() {
         let v = verifier("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         let h = headers(A_ID, &A_TS.to_string(), A_SIG);
-        assert_eq!(v.verify(&h, A_BODY, A_TS), Ok(()));
+        assert_eq!(v.verify(&h, A_BODY, A_TS).map(drop), Ok(()));
     }
 
     #[test]
@@ -330,11 +390,14 @@ mod tests {
         ] {
             let v = verifier(&list);
             let h = headers(A_ID, &A_TS.to_string(), A_SIG);
-            assert_eq!(v.verify(&h, A_BODY, A_TS), Ok(()), "{list}");
+            assert_eq!(v.verify(&h, A_BODY, A_TS).map(drop), Ok(()), "{list}");
         }
         let v = verifier(old);
         let h = headers(A_ID, &A_TS.to_string(), A_SIG);
-        assert_eq!(v.verify(&h, A_BODY, A_TS), Err(SignatureError::NoMatch));
+        assert_eq!(
+            v.verify(&h, A_BODY, A_TS).map(drop),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! concurrent deliveries cannot interleave and a refund happens at most once.
 
 use crate::config::DatabaseConfig;
+use crate::job::{Job, JobKind, JobRef, Outcome};
 use crate::replicate::{Delivery, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,81 +14,84 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Which table a job lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    /// A training, in `models`.
-    Model,
-    /// A prediction, in `predictions`.
-    Prediction,
-}
-
-impl JobKind {
-    /// The storage folder and table name.
-    pub fn table(self) -> &'static str {
-        match self {
-            JobKind::Model => "models",
-            JobKind::Prediction => "predictions",
-        }
-    }
-
-    /// The table of a job the SQL functions describe as `model`, `prediction` or
-    /// `upscale` (an upscale is a prediction).
-    pub fn of_job(job: &str) -> JobKind {
-        if job == "model" {
-            JobKind::Model
-        } else {
-            JobKind::Prediction
-        }
-    }
-
-    /// The singular name used in answers (`model`, `prediction`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Model => "model",
-            JobKind::Prediction => "prediction",
-        }
-    }
-}
-
-/// How a delivery names its job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobRef {
-    /// By our id and its owner (train and predict routes).
-    Owned {
-        /// Which table.
-        kind: JobKind,
-        /// Our row id.
-        id: Uuid,
-        /// The owner the URL names.
-        user_id: Uuid,
-    },
-    /// By the Replicate id in the body (unified, completed and reconcile).
-    ByReplicateId,
-}
-
-/// What a delivery does to a job, for the RPC call.
-#[derive(Debug, Clone)]
-pub struct EventToApply<'a> {
-    /// The dedup key: the delivery's `webhook-id`.
-    pub webhook_id: &'a str,
-    /// The route that received it.
-    pub route: &'a str,
-    /// Which job.
-    pub job: JobRef,
-    /// The parsed body.
+/// One event to apply, serialised as the arguments of `apply_replicate_event`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyEvent<'a> {
+    /// What Replicate reported, for the steps before the call (which files to copy).
+    #[serde(skip)]
     pub delivery: &'a Delivery,
-    /// The output to store (Replicate's, or rewritten to stored URLs).
+    /// The dedup key: the delivery's `webhook-id`, or reconcile's own id.
+    #[serde(rename = "p_webhook_id")]
+    pub webhook_id: &'a str,
+    /// The route recorded in `webhook_events`.
+    #[serde(rename = "p_route")]
+    pub route: &'a str,
+    /// Replicate's id for the job.
+    #[serde(rename = "p_replicate_id")]
+    pub replicate_id: &'a str,
+    /// The status Replicate reported.
+    #[serde(rename = "p_status")]
+    pub status: Status,
+    /// Which job (`p_job_kind`, `p_job_id`, `p_user_id`).
+    #[serde(flatten)]
+    pub job: JobRef,
+    /// The output to store: Replicate's, or rewritten to the stored files.
+    #[serde(rename = "p_output")]
     pub output: OutputJson<'a>,
     /// Stored file URLs in order, when files were copied.
+    #[serde(rename = "p_output_urls")]
     pub output_urls: Option<&'a [String]>,
     /// A training's stored weights.
+    #[serde(rename = "p_weights_url")]
     pub weights_url: Option<&'a str>,
-    /// A training's new version.
+    /// A finished training's new model version.
+    #[serde(rename = "p_version")]
     pub version: Option<&'a str>,
-    /// `applied`, or `reconciled` when reconcile applies it.
-    pub applied_outcome: &'a str,
+    /// The job's error message.
+    #[serde(rename = "p_error")]
+    pub error: Option<&'a str>,
+    /// Replicate's metrics.
+    #[serde(rename = "p_metrics")]
+    pub metrics: Option<&'a Value>,
+    /// When the job started.
+    #[serde(rename = "p_started_at", with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When the job finished.
+    #[serde(rename = "p_completed_at", with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+    /// The outcome recorded when the event changes the job: `applied`, or `reconciled`.
+    #[serde(rename = "p_outcome")]
+    pub outcome: Outcome,
+}
+
+impl<'a> ApplyEvent<'a> {
+    /// The event `delivery` describes, with its output as received.
+    pub fn new(
+        webhook_id: &'a str,
+        route: &'a str,
+        job: JobRef,
+        delivery: &'a Delivery,
+        outcome: Outcome,
+    ) -> ApplyEvent<'a> {
+        ApplyEvent {
+            delivery,
+            webhook_id,
+            route,
+            replicate_id: &delivery.id,
+            status: delivery.status,
+            job,
+            output: OutputJson::Received(delivery.output.raw()),
+            output_urls: None,
+            weights_url: None,
+            // A finished training reports the new model version in its output.
+            version: delivery.output.field("version"),
+            error: delivery.error.as_deref(),
+            metrics: delivery.metrics.as_ref(),
+            started_at: delivery.started_at,
+            completed_at: delivery.completed_at,
+            outcome,
+        }
+    }
 }
 
 /// The output a call stores: Replicate's JSON text passed through untouched, or the tree
@@ -101,48 +105,19 @@ pub enum OutputJson<'a> {
     Rewritten(&'a Value),
 }
 
-/// The outcome the database recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The event changed the job.
-    Applied,
-    /// Reconcile applied what Replicate's API reported.
-    Reconciled,
-    /// This webhook id was already applied, or the job already has this terminal status.
-    Duplicate,
-    /// The event is older than what is stored; nothing changed.
-    Stale,
-    /// No job has that id.
-    NotFound,
-}
-
-impl Outcome {
-    /// The name used in answers and `webhook_events`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Reconciled => "reconciled",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Stale => "stale",
-            Outcome::NotFound => "not_found",
-        }
-    }
-}
-
 /// What `apply_replicate_event` answers.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Applied {
     /// What happened.
     pub outcome: Outcome,
-    /// `model`, `prediction` or `upscale`.
-    pub job: Option<String>,
+    /// The job, when one matched.
+    pub job: Option<Job>,
     /// Our row id.
     pub job_id: Option<Uuid>,
     /// The job's owner.
     pub user_id: Option<Uuid>,
     /// The status stored after the call.
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Whether this call wrote the refund.
     #[serde(default)]
     pub refunded: bool,
@@ -165,33 +140,21 @@ impl Applied {
 /// A job as found by `find_replicate_job`, before any change.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FoundJob {
-    /// `model`, `prediction` or `upscale`.
-    pub job: String,
+    /// Which job.
+    pub job: Job,
     /// Our row id.
     pub job_id: Uuid,
     /// The job's owner.
     pub user_id: Uuid,
     /// The stored status.
-    pub status: String,
-}
-
-impl FoundJob {
-    /// The table the job is in.
-    pub fn kind(&self) -> JobKind {
-        JobKind::of_job(&self.job)
-    }
-
-    /// Whether the stored status is terminal (then no event changes it).
-    pub fn is_terminal(&self) -> bool {
-        Status::parse(&self.status).is_some_and(Status::is_terminal)
-    }
+    pub status: Status,
 }
 
 /// A job reconcile should ask Replicate about.
 #[derive(Debug, Clone, Deserialize)]
 pub struct QuietJob {
-    /// `model`, `prediction` or `upscale`.
-    pub job: String,
+    /// Which job.
+    pub job: Job,
     /// Our row id.
     pub job_id: Uuid,
     /// The job's owner.
@@ -199,13 +162,17 @@ pub struct QuietJob {
     /// Replicate's id.
     pub replicate_id: String,
     /// The stored status.
-    pub status: String,
+    pub status: Status,
 }
 
 impl QuietJob {
-    /// The table the job is in.
-    pub fn kind(&self) -> JobKind {
-        JobKind::of_job(&self.job)
+    /// The job as train/predict would name it: by our id and its owner.
+    pub fn owned(&self) -> JobRef {
+        JobRef::Owned {
+            kind: self.job.kind(),
+            id: self.job_id,
+            user_id: self.user_id,
+        }
     }
 }
 
@@ -236,33 +203,10 @@ pub struct Store {
 }
 
 #[derive(Serialize)]
-struct ApplyArgs<'a> {
-    p_webhook_id: &'a str,
-    p_route: &'a str,
-    p_replicate_id: &'a str,
-    p_status: &'a str,
-    p_job_kind: Option<JobKind>,
-    p_job_id: Option<Uuid>,
-    p_user_id: Option<Uuid>,
-    p_output: OutputJson<'a>,
-    p_output_urls: Option<&'a [String]>,
-    p_weights_url: Option<&'a str>,
-    p_version: Option<&'a str>,
-    p_error: Option<&'a str>,
-    p_metrics: Option<&'a Value>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    p_started_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    p_completed_at: Option<OffsetDateTime>,
-    p_outcome: &'a str,
-}
-
-#[derive(Serialize)]
 struct FindArgs<'a> {
     p_replicate_id: &'a str,
-    p_job_kind: Option<JobKind>,
-    p_job_id: Option<Uuid>,
-    p_user_id: Option<Uuid>,
+    #[serde(flatten)]
+    job: JobRef,
 }
 
 impl std::fmt::Debug for Store {
@@ -284,32 +228,9 @@ impl Store {
         Store { client, timeout }
     }
 
-    /// Applies a delivery in one transaction and returns what was recorded.
-    pub async fn apply(&self, event: &EventToApply<'_>) -> Result<Applied, StoreError> {
-        let (kind, id, user) = match event.job {
-            JobRef::Owned { kind, id, user_id } => (Some(kind), Some(id), Some(user_id)),
-            JobRef::ByReplicateId => (None, None, None),
-        };
-        let d = event.delivery;
-        let args = ApplyArgs {
-            p_webhook_id: event.webhook_id,
-            p_route: event.route,
-            p_replicate_id: &d.id,
-            p_status: d.status.as_str(),
-            p_job_kind: kind,
-            p_job_id: id,
-            p_user_id: user,
-            p_output: event.output,
-            p_output_urls: event.output_urls,
-            p_weights_url: event.weights_url,
-            p_version: event.version,
-            p_error: d.error.as_deref(),
-            p_metrics: d.metrics.as_ref(),
-            p_started_at: d.started_at,
-            p_completed_at: d.completed_at,
-            p_outcome: event.applied_outcome,
-        };
-        self.rpc("apply_replicate_event", &args).await
+    /// Applies an event in one transaction and returns what was recorded.
+    pub async fn apply(&self, event: &ApplyEvent<'_>) -> Result<Applied, StoreError> {
+        self.rpc("apply_replicate_event", event).await
     }
 
     /// Finds a job without changing it (`None` when no row matches).
@@ -318,15 +239,9 @@ impl Store {
         replicate_id: &str,
         job: JobRef,
     ) -> Result<Option<FoundJob>, StoreError> {
-        let (kind, id, user) = match job {
-            JobRef::Owned { kind, id, user_id } => (Some(kind), Some(id), Some(user_id)),
-            JobRef::ByReplicateId => (None, None, None),
-        };
         let args = FindArgs {
             p_replicate_id: replicate_id,
-            p_job_kind: kind,
-            p_job_id: id,
-            p_user_id: user,
+            job,
         };
         self.rpc("find_replicate_job", &args).await
     }

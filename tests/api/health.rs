@@ -4,12 +4,11 @@ use crate::helpers::*;
 use bytes::Bytes;
 use http::Request;
 use serde_json::Value;
-use shared::platform::Handler as _;
 use shared::routes::Health;
 
 async fn check(health: &Health) -> (u16, Value) {
     let response = health
-        .handle(
+        .call(
             Request::get("/api/health")
                 .body(Bytes::new())
                 .expect("request"),
@@ -20,7 +19,7 @@ async fn check(health: &Health) -> (u16, Value) {
 
 #[tokio::test]
 async fn healthy_when_everything_answers() {
-    let (status, body) = check(&Health::new(settings())).await;
+    let (status, body) = check(&Health::new(&settings())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["webhook"], "configured");
@@ -34,7 +33,7 @@ async fn healthy_when_everything_answers() {
 async fn degraded_naming_the_database_when_postgrest_stops() {
     let mut postgrest = spawn_postgrest().await;
     let url = format!("http://127.0.0.1:{}", postgrest.port);
-    let health = Health::new(settings_with(&[("POSTGREST_URL", &url)]));
+    let health = Health::new(&settings_with(&[("POSTGREST_URL", &url)]));
     let (status, body) = check(&health).await;
     assert_eq!(status, 200, "{body}");
 
@@ -53,7 +52,7 @@ async fn degraded_naming_the_database_when_postgrest_stops() {
 async fn degraded_naming_storage_when_the_s3_server_stops() {
     let mut s3 = spawn_s3().await;
     let url = format!("http://127.0.0.1:{}", s3.port);
-    let health = Health::new(settings_with(&[("S3_ENDPOINT_URL", &url)]));
+    let health = Health::new(&settings_with(&[("S3_ENDPOINT_URL", &url)]));
     let (status, body) = check(&health).await;
     assert_eq!(status, 200, "{body}");
 
@@ -66,7 +65,7 @@ async fn degraded_naming_storage_when_the_s3_server_stops() {
 
 #[tokio::test]
 async fn missing_configuration_is_named_without_values() {
-    let health = Health::new(settings_with(&[
+    let health = Health::new(&settings_with(&[
         ("REPLICATE_WEBHOOK_SECRET", ""),
         ("S3_BUCKET", ""),
     ]));
@@ -86,8 +85,8 @@ async fn missing_configuration_is_named_without_values() {
 
 #[tokio::test]
 async fn only_get_is_allowed() {
-    let response = Health::new(settings())
-        .handle(
+    let response = Health::new(&settings())
+        .call(
             Request::post("/api/health")
                 .body(Bytes::new())
                 .expect("request"),

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use http::{Request, Response};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use shared::config::Settings;
+use shared::platform::{self, Handler};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -113,19 +113,32 @@ pub async fn s3_keys(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Settings for an in-process handler: the stack's, with `changes` applied (an empty value
-/// unsets a variable).
-pub fn settings_with(changes: &[(&str, &str)]) -> Settings {
+/// The environment of an in-process handler: the stack's, with `changes` applied (an empty
+/// value unsets a variable).
+pub fn settings_with(changes: &[(&str, &str)]) -> HashMap<String, String> {
     let mut env = stack_env();
     for (k, v) in changes {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
-    Settings::from_env(&env)
+    env
 }
 
-/// The stack's settings.
-pub fn settings() -> Settings {
+/// The stack's environment.
+pub fn settings() -> HashMap<String, String> {
     settings_with(&[])
+}
+
+/// Calls a handler in-process the way every platform adapter does (log line and
+/// `x-request-id` included).
+pub trait Call {
+    /// Answers `req`.
+    fn call(&self, req: Request<Bytes>) -> impl Future<Output = Response<Bytes>> + Send;
+}
+
+impl<H: Handler> Call for H {
+    async fn call(&self, req: Request<Bytes>) -> Response<Bytes> {
+        platform::respond(self, req, "test-request").await
+    }
 }
 
 /// Unix time now, in seconds.

@@ -83,7 +83,7 @@ async fn train_delivery(base64: bool) {
     let model = seed_model(&db, user, None, 0).await;
     let rid = replicate_id();
     let body = serde_json::to_vec(&fixture("training_processing", &rid)).expect("json");
-    let handler = Webhook::new(WebhookRoute::Train, settings());
+    let handler = Webhook::new(WebhookRoute::Train, &settings());
     let query = format!("user_id={user}&model_id={model}");
     let event = function_url_event(
         "POST",
@@ -116,7 +116,7 @@ async fn base64_body_event_is_verified_and_applied() {
 async fn query_string_is_read_from_the_event() {
     let rid = replicate_id();
     let body = serde_json::to_vec(&fixture("training_processing", &rid)).expect("json");
-    let handler = Webhook::new(WebhookRoute::Train, settings());
+    let handler = Webhook::new(WebhookRoute::Train, &settings());
     let headers = signed_headers(&webhook_id(), &body);
     let user = uuid::Uuid::new_v4();
 
@@ -159,7 +159,7 @@ async fn invalid_signature_is_refused_before_anything_else() {
     let body = serde_json::to_vec(&fixture("training_failed", &replicate_id())).expect("json");
     let mut headers = signed_headers(&webhook_id(), &body);
     headers[2].1 = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".into();
-    let handler = Webhook::new(WebhookRoute::Train, settings());
+    let handler = Webhook::new(WebhookRoute::Train, &settings());
     let query = format!("user_id={user}&model_id={model}");
     for base64 in [false, true] {
         let event = function_url_event(
@@ -184,6 +184,6 @@ async fn invalid_signature_is_refused_before_anything_else() {
 async fn health_answers_function_url_get() {
     let event = function_url_event("GET", "/api/health", "", &[], b"", false);
     let request = lambda_http::request::from_str(&event).expect("event");
-    let response = platform::lambda_event(&Health::new(settings()), request).await;
+    let response = platform::lambda_event(&Health::new(&settings()), request).await;
     assert_eq!(response.status(), 200);
 }

@@ -5,7 +5,6 @@ use crate::helpers::*;
 use crate::standin::{StandIn, generated_sha256};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use shared::platform::Handler as _;
 use shared::routes::{Webhook, WebhookRoute};
 use uuid::Uuid;
 
@@ -53,11 +52,11 @@ impl Job {
 fn predict(hosts: &str, extra: &[(&str, &str)]) -> Webhook {
     let mut changes = vec![("OUTPUT_HOSTS", hosts)];
     changes.extend_from_slice(extra);
-    Webhook::new(WebhookRoute::Predict, settings_with(&changes))
+    Webhook::new(WebhookRoute::Predict, &settings_with(&changes))
 }
 
 async fn deliver(handler: &Webhook, uri: &str, body: &Value) -> (u16, Value) {
-    let response = handler.handle(signed_post(uri, body)).await;
+    let response = handler.call(signed_post(uri, body)).await;
     (response.status().as_u16(), body_json(&response))
 }
 
@@ -142,10 +141,10 @@ async fn training_weights_nested_in_the_output_are_stored() {
     body["output"]["weights"] = json!(weights);
     let handler = Webhook::new(
         WebhookRoute::Train,
-        settings_with(&[("OUTPUT_HOSTS", &files.base)]),
+        &settings_with(&[("OUTPUT_HOSTS", &files.base)]),
     );
     let response = handler
-        .handle(signed_post(
+        .call(signed_post(
             &format!("/t?user_id={user}&model_id={model}"),
             &body,
         ))
@@ -270,7 +269,7 @@ async fn store_down_is_503_then_a_retry_stores_and_applies() {
 
     s3.stop();
     let response = handler
-        .handle(signed_post_with_id(&job.uri(), &body, &id))
+        .call(signed_post_with_id(&job.uri(), &body, &id))
         .await;
     assert_eq!(response.status(), 503, "{}", body_json(&response));
     let row = job.row().await;
@@ -279,7 +278,7 @@ async fn store_down_is_503_then_a_retry_stores_and_applies() {
 
     let _back = spawn_s3_on(port, &root).await;
     let response = handler
-        .handle(signed_post_with_id(&job.uri(), &body, &id))
+        .call(signed_post_with_id(&job.uri(), &body, &id))
         .await;
     assert_eq!(response.status(), 200, "{}", body_json(&response));
     assert_eq!(job.row().await["status"], "succeeded");
@@ -331,7 +330,7 @@ async fn a_delivery_abandoned_mid_copy_still_finishes() {
     let request = signed_post(&job.uri(), &job.delivery(json!([url])));
     let in_flight = {
         let handler = std::sync::Arc::clone(&handler);
-        tokio::spawn(async move { handler.handle(request).await })
+        tokio::spawn(async move { handler.call(request).await })
     };
     wait_until(
         "the copy to start",

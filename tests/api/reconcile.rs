@@ -7,7 +7,6 @@ use crate::standin::StandIn;
 use bytes::Bytes;
 use http::Request;
 use serde_json::{Value, json};
-use shared::platform::Handler as _;
 use shared::routes::{Reconcile, Webhook, WebhookRoute};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -39,7 +38,7 @@ impl World {
     }
 
     fn reconcile(&self) -> Reconcile {
-        Reconcile::new(settings_with(&[
+        Reconcile::new(&settings_with(&[
             ("REPLICATE_API_URL", &self.api.base),
             ("REPLICATE_API_TOKEN", "r8_test_token"),
             ("CRON_SECRET", CRON_SECRET),
@@ -88,7 +87,7 @@ async fn run(handler: &Reconcile, authorization: Option<&str>) -> (u16, Value) {
         request = request.header("authorization", value);
     }
     let response = handler
-        .handle(request.body(Bytes::new()).expect("request"))
+        .call(request.body(Bytes::new()).expect("request"))
         .await;
     (response.status().as_u16(), body_json(&response))
 }
@@ -309,14 +308,14 @@ async fn only_the_cron_secret_may_run_it() {
         assert_eq!(status, 401, "{authorization:?}: {body}");
     }
     let response = handler
-        .handle(
+        .call(
             Request::put("/api/cron/reconcile")
                 .body(Bytes::new())
                 .expect("request"),
         )
         .await;
     assert_eq!(response.status(), 405);
-    let unset = Reconcile::new(settings());
+    let unset = Reconcile::new(&settings());
     let (status, body) = run(&unset, Some("Bearer anything")).await;
     assert_eq!(status, 503);
     assert!(
@@ -331,7 +330,7 @@ async fn only_the_cron_secret_may_run_it() {
 async fn train(handler: &Webhook, user: Uuid, model: Uuid, fixture_name: &str, rid: &str) -> Value {
     let uri = format!("/t?user_id={user}&model_id={model}");
     let response = handler
-        .handle(signed_post(&uri, &fixture(fixture_name, rid)))
+        .call(signed_post(&uri, &fixture(fixture_name, rid)))
         .await;
     assert_eq!(response.status(), 200);
     body_json(&response)
@@ -345,7 +344,7 @@ async fn a_finished_training_emails_its_owner_once() {
     let user = seed_user(&db).await;
     let handler = Webhook::new(
         WebhookRoute::Train,
-        settings_with(&[
+        &settings_with(&[
             ("RESEND_API_KEY", "re_test"),
             ("RESEND_API_URL", &resend.base),
             ("EMAIL_FROM", "Studio <hi@example.com>"),
@@ -379,12 +378,12 @@ async fn a_finished_training_emails_its_owner_once() {
     let prediction = seed_prediction(&db, user, None, 1).await;
     let response = Webhook::new(
         WebhookRoute::Predict,
-        settings_with(&[
+        &settings_with(&[
             ("RESEND_API_KEY", "re_test"),
             ("RESEND_API_URL", &resend.base),
         ]),
     )
-    .handle(signed_post(
+    .call(signed_post(
         &format!("/p?user_id={user}&prediction_id={prediction}"),
         &fixture("prediction_failed", &replicate_id()),
     ))
@@ -401,7 +400,7 @@ async fn an_email_service_that_is_down_never_fails_the_webhook() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let handler = Webhook::new(
         WebhookRoute::Train,
-        settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", &closed)]),
+        &settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", &closed)]),
     );
     let body = train(&handler, user, model, "training_canceled", &replicate_id()).await;
     assert_eq!(body["outcome"], "applied");

@@ -4,7 +4,6 @@ use crate::helpers::*;
 use bytes::Bytes;
 use http::Request;
 use serde_json::{Value, json};
-use shared::platform::Handler as _;
 use shared::routes::{Webhook, WebhookRoute};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -27,7 +26,7 @@ impl Predict {
             user,
             id,
             rid: replicate_id(),
-            handler: Webhook::new(WebhookRoute::Predict, settings()),
+            handler: Webhook::new(WebhookRoute::Predict, &settings()),
         }
     }
 
@@ -44,7 +43,7 @@ impl Predict {
 
     async fn deliver_with_id(&self, fixture_name: &str, id: &str) -> (u16, Value) {
         let request = signed_post_with_id(&self.uri(), &fixture(fixture_name, &self.rid), id);
-        let response = self.handler.handle(request).await;
+        let response = self.handler.call(request).await;
         (response.status().as_u16(), body_json(&response))
     }
 
@@ -99,7 +98,7 @@ async fn output_never_shrinks() {
     assert_eq!(outcome(&p, "prediction_processing_tokens").await, "applied");
     let mut fewer = fixture("prediction_processing_tokens", &p.rid);
     fewer["output"] = json!(["Hello"]);
-    let response = p.handler.handle(signed_post(&p.uri(), &fewer)).await;
+    let response = p.handler.call(signed_post(&p.uri(), &fewer)).await;
     assert_eq!(body_json(&response)["outcome"], "stale");
     assert_eq!(p.row().await["output"], json!(["Hello", "!"]));
 }
@@ -149,10 +148,10 @@ async fn a_failed_training_refunds_its_model() {
     let db = Db::service();
     let user = seed_user(&db).await;
     let model = seed_model(&db, user, None, 20).await;
-    let handler = Webhook::new(WebhookRoute::Train, settings());
+    let handler = Webhook::new(WebhookRoute::Train, &settings());
     let uri = format!("/api/replicate/webhooks/train?user_id={user}&model_id={model}");
     let response = handler
-        .handle(signed_post(
+        .call(signed_post(
             &uri,
             &fixture("training_failed", &replicate_id()),
         ))
@@ -177,14 +176,14 @@ async fn thirty_concurrent_failures_refund_exactly_once() {
     let user = seed_user(&db).await;
     let rid = replicate_id();
     let prediction = seed_prediction(&db, user, Some(&rid), 7).await;
-    let handler = Arc::new(Webhook::new(WebhookRoute::Unified, settings()));
+    let handler = Arc::new(Webhook::new(WebhookRoute::Unified, &settings()));
     let body = fixture("prediction_failed", &rid);
     let tasks: Vec<_> = (0..30)
         .map(|_| {
             let handler = Arc::clone(&handler);
             let request = signed_post("/api/webhooks/replicate", &body);
             tokio::spawn(async move {
-                let response = handler.handle(request).await;
+                let response = handler.call(request).await;
                 (
                     response.status().as_u16(),
                     body_json(&response)["outcome"].clone(),
@@ -229,8 +228,8 @@ async fn unknown_jobs_are_404_on_owned_routes_and_ignored_on_account_routes() {
             format!("/t?user_id={user}&model_id={}", Uuid::new_v4()),
         ),
     ] {
-        let response = Webhook::new(route, settings())
-            .handle(signed_post(&uri, &body))
+        let response = Webhook::new(route, &settings())
+            .call(signed_post(&uri, &body))
             .await;
         assert_eq!(response.status(), 404, "{uri}");
         assert!(body_json(&response)["error"].is_string());
@@ -240,8 +239,8 @@ async fn unknown_jobs_are_404_on_owned_routes_and_ignored_on_account_routes() {
         "pending"
     );
     for route in [WebhookRoute::Unified, WebhookRoute::Completed] {
-        let response = Webhook::new(route, settings())
-            .handle(signed_post("/u", &body))
+        let response = Webhook::new(route, &settings())
+            .call(signed_post("/u", &body))
             .await;
         assert_eq!(response.status(), 200);
         assert_eq!(body_json(&response)["outcome"], "ignored");
@@ -279,7 +278,7 @@ async fn bad_requests_are_400_and_change_nothing() {
         }
         let response = p
             .handler
-            .handle(request.body(Bytes::from(body)).expect("request"))
+            .call(request.body(Bytes::from(body)).expect("request"))
             .await;
         assert_eq!(response.status(), 400, "{uri}");
         assert!(body_json(&response)["error"].is_string());
@@ -295,15 +294,15 @@ async fn completed_route_acts_only_on_terminal_statuses() {
     let user = seed_user(&db).await;
     let rid = replicate_id();
     let prediction = seed_prediction(&db, user, Some(&rid), 2).await;
-    let handler = Webhook::new(WebhookRoute::Completed, settings());
+    let handler = Webhook::new(WebhookRoute::Completed, &settings());
     let response = handler
-        .handle(signed_post("/c", &fixture("prediction_processing", &rid)))
+        .call(signed_post("/c", &fixture("prediction_processing", &rid)))
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(body_json(&response)["outcome"], "ignored");
     assert_eq!(db.row("predictions", prediction).await["status"], "pending");
     let response = handler
-        .handle(signed_post("/c", &fixture("prediction_canceled", &rid)))
+        .call(signed_post("/c", &fixture("prediction_canceled", &rid)))
         .await;
     assert_eq!(body_json(&response)["outcome"], "applied");
     assert_eq!(
@@ -316,12 +315,12 @@ async fn completed_route_acts_only_on_terminal_statuses() {
 async fn unified_finds_trainings_predictions_and_upscales() {
     let db = Db::service();
     let user = seed_user(&db).await;
-    let handler = Webhook::new(WebhookRoute::Unified, settings());
+    let handler = Webhook::new(WebhookRoute::Unified, &settings());
 
     let training = replicate_id();
     seed_model(&db, user, Some(&training), 0).await;
     let response = handler
-        .handle(signed_post(
+        .call(signed_post(
             "/u",
             &fixture("training_processing", &training),
         ))
@@ -331,7 +330,7 @@ async fn unified_finds_trainings_predictions_and_upscales() {
     let generation = replicate_id();
     seed_prediction(&db, user, Some(&generation), 0).await;
     let response = handler
-        .handle(signed_post(
+        .call(signed_post(
             "/u",
             &fixture("prediction_processing", &generation),
         ))
@@ -348,7 +347,7 @@ async fn unified_finds_trainings_predictions_and_upscales() {
         row["replicate_prediction_id"] = json!(rid);
         db.insert("predictions", &row).await;
         let response = handler
-            .handle(signed_post("/u", &fixture("prediction_processing", &rid)))
+            .call(signed_post("/u", &fixture("prediction_processing", &rid)))
             .await;
         assert_eq!(body_json(&response)["job"], "upscale", "{row}");
     }
@@ -365,13 +364,13 @@ async fn database_down_is_503_and_a_retry_applies() {
     let prediction = seed_prediction(&db, user, Some(&rid), 6).await;
     let handler = Webhook::new(
         WebhookRoute::Unified,
-        settings_with(&[("POSTGREST_URL", &url)]),
+        &settings_with(&[("POSTGREST_URL", &url)]),
     );
     let body = fixture("prediction_failed", &rid);
     let id = webhook_id();
 
     postgrest.stop();
-    let response = handler.handle(signed_post_with_id("/u", &body, &id)).await;
+    let response = handler.call(signed_post_with_id("/u", &body, &id)).await;
     assert_eq!(response.status(), 503);
     let error = body_json(&response)["error"]
         .as_str()
@@ -382,7 +381,7 @@ async fn database_down_is_503_and_a_retry_applies() {
 
     // Replicate retries the terminal event with the same webhook id once we are back.
     let _back = spawn_postgrest_on(port).await;
-    let response = handler.handle(signed_post_with_id("/u", &body, &id)).await;
+    let response = handler.call(signed_post_with_id("/u", &body, &id)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(body_json(&response)["outcome"], "applied");
     assert_eq!(db.row("predictions", prediction).await["status"], "failed");

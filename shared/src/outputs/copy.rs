@@ -6,9 +6,9 @@
 //! are in flight.
 
 use super::hosts::{GuardedResolver, HostPolicy, Refusal};
-use super::{file_references, rewrite};
+use super::rewrite;
+use crate::job::JobKind;
 use crate::storage::{Storage, sdk_error_kind};
-use crate::store::JobKind;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
@@ -146,14 +146,15 @@ impl Copier {
         })
     }
 
-    /// Copies every file in `output` and returns the output rewritten to the stored URLs.
-    /// Every URL is checked before anything is fetched, so a refused one fetches nothing.
+    /// Copies the files `references` lists (found in `output` when it was parsed, in
+    /// document order) and returns the output rewritten to the stored URLs. Every URL is
+    /// checked before anything is fetched, so a refused one fetches nothing.
     pub async fn copy_all(
         &self,
         to: Destination<'_>,
         output: &Value,
+        references: &[String],
     ) -> Result<StoredOutput, CopyError> {
-        let references = file_references(output);
         let mut sources = Vec::with_capacity(references.len());
         for (n, reference) in references.iter().enumerate() {
             sources.push(self.source(n, reference)?);

@@ -1,15 +1,16 @@
 //! `GET /api/health`: configuration and dependency checks, run in parallel with short
 //! timeouts. Names what is missing or unreachable; never a secret, key or URL.
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Env, HealthConfig};
 use crate::error::ApiError;
-use crate::platform::Handler;
+use crate::logging::LogFields;
+use crate::platform::{Handler, SMALL_BODY_LIMIT};
 use crate::respond;
 use crate::storage::Storage;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -19,40 +20,79 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The health route's handler.
 #[derive(Debug)]
 pub struct Health {
-    settings: Settings,
-    store: OnceLock<Option<Store>>,
-    storage: OnceLock<Option<Storage>>,
+    config: HealthConfig,
+    store: OnceLock<Store>,
+    storage: OnceLock<Storage>,
+}
+
+/// Why a part is not working.
+enum Problem {
+    /// A variable it needs is missing or invalid.
+    NotConfigured(ConfigError),
+    /// It is configured but did not answer well.
+    Unreachable(String),
+}
+
+impl Problem {
+    fn state(&self) -> &'static str {
+        match self {
+            Problem::NotConfigured(_) => "not configured",
+            Problem::Unreachable(_) => "unreachable",
+        }
+    }
+
+    fn why(&self) -> String {
+        match self {
+            Problem::NotConfigured(e) => e.to_string(),
+            Problem::Unreachable(why) => why.clone(),
+        }
+    }
+}
+
+/// Health's answer.
+#[derive(Serialize)]
+struct Report {
+    status: &'static str,
+    webhook: &'static str,
+    database: &'static str,
+    storage: &'static str,
+    email: &'static str,
+    version: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
 }
 
 impl Health {
-    /// A handler reading `settings`; clients are built on the first request.
-    pub fn new(settings: Settings) -> Health {
+    /// A handler configured from `env`; clients are built on the first request.
+    pub fn new(env: &impl Env) -> Health {
         Health {
-            settings,
+            config: HealthConfig::from_env(env),
             store: OnceLock::new(),
             storage: OnceLock::new(),
         }
     }
 
-    async fn database(&self) -> Result<(), String> {
-        let config = self.settings.database.as_ref().map_err(|e| e.to_string())?;
-        let store = self
-            .store
-            .get_or_init(|| Some(Store::new(config, CHECK_TIMEOUT)))
-            .as_ref()
-            .ok_or("not configured")?;
-        store.ping().await.map_err(|e| e.to_string())
+    async fn database(&self) -> Result<(), Problem> {
+        let config = self.config.database.as_ref().map_err(not_configured)?;
+        let store = self.store.get_or_init(|| Store::new(config, CHECK_TIMEOUT));
+        store
+            .ping()
+            .await
+            .map_err(|e| Problem::Unreachable(e.to_string()))
     }
 
-    async fn storage(&self) -> Result<(), String> {
-        let config = self.settings.storage.as_ref().map_err(|e| e.to_string())?;
-        let storage = self
-            .storage
-            .get_or_init(|| Some(Storage::new(config)))
-            .as_ref()
-            .ok_or("not configured")?;
-        storage.ping(CHECK_TIMEOUT).await.map_err(|e| e.to_string())
+    async fn storage(&self) -> Result<(), Problem> {
+        let config = self.config.storage.as_ref().map_err(not_configured)?;
+        let storage = self.storage.get_or_init(|| Storage::new(config));
+        storage
+            .ping(CHECK_TIMEOUT)
+            .await
+            .map_err(|e| Problem::Unreachable(e.to_string()))
     }
+}
+
+fn not_configured(e: &ConfigError) -> Problem {
+    Problem::NotConfigured(e.clone())
 }
 
 impl Handler for Health {
@@ -60,64 +100,57 @@ impl Handler for Health {
         "health"
     }
 
-    fn body_limit(&self) -> usize {
-        self.settings.body_limit()
+    fn body_limit(&self) -> Option<usize> {
+        Some(SMALL_BODY_LIMIT)
     }
 
-    async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+    fn config_error(&self) -> Option<&ConfigError> {
+        // Health reports configuration problems; it is never unconfigured itself.
+        None
+    }
+
+    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return respond::error(&ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+            return respond::error(&ApiError::MethodNotAllowed { allow: "GET, HEAD" }, log);
         }
         let (database, storage) = tokio::join!(self.database(), self.storage());
         let webhook = self
-            .settings
+            .config
             .webhook
             .as_ref()
             .map(drop)
-            .map_err(|e| e.to_string());
+            .map_err(not_configured);
 
-        let mut body = Map::new();
         let mut problems = Vec::new();
-        let mut report = |name: &str, result: Result<(), String>, good: &str| {
-            let value = match result {
-                Ok(()) => good.to_owned(),
-                Err(why) => {
-                    problems.push(Value::String(format!("{name}: {why}")));
-                    if why.ends_with(" is not set") || why.contains(" is invalid") {
-                        "not configured".to_owned()
-                    } else {
-                        "unreachable".to_owned()
-                    }
-                }
-            };
-            body.insert(name.to_owned(), Value::String(value));
+        let mut state = |name: &str, result: Result<(), Problem>, good: &'static str| match result {
+            Ok(()) => good,
+            Err(problem) => {
+                problems.push(format!("{name}: {}", problem.why()));
+                problem.state()
+            }
         };
-        report("webhook", webhook, "configured");
-        report("database", database, "reachable");
-        report("storage", storage, "reachable");
-
+        let webhook = state("webhook", webhook, "configured");
+        let database = state("database", database, "reachable");
+        let storage = state("storage", storage, "reachable");
         let healthy = problems.is_empty();
-        body.insert(
-            "status".into(),
-            json!(if healthy { "healthy" } else { "degraded" }),
-        );
-        body.insert(
-            "email".into(),
-            json!(if self.settings.email.is_some() {
+        let report = Report {
+            status: if healthy { "healthy" } else { "degraded" },
+            webhook,
+            database,
+            storage,
+            email: if self.config.email {
                 "configured"
             } else {
                 "disabled"
-            }),
-        );
-        body.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        if !healthy {
-            body.insert("problems".into(), Value::Array(problems));
-        }
+            },
+            version: env!("CARGO_PKG_VERSION"),
+            problems,
+        };
         let status = if healthy {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        respond::json(status, &Value::Object(body))
+        respond::json(status, &report)
     }
 }

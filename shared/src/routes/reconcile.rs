@@ -5,20 +5,20 @@
 //! Replicate's API about jobs that have been quiet too long and applies what it says through
 //! the same path as a webhook: files copied, refund once, outcome `reconciled`.
 
-use crate::apply::{Event, Services};
-use crate::config::{ConfigError, Settings};
+use crate::apply::Services;
+use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret};
 use crate::error::ApiError;
+use crate::job::{JobRef, Outcome};
 use crate::logging::{self, LogFields};
-use crate::platform::Handler;
+use crate::platform::{Handler, SMALL_BODY_LIMIT};
 use crate::replicate::{Delivery, Output, Status};
 use crate::replicate_api::{Lookup, ReplicateApi};
 use crate::respond;
 use crate::signature::SignatureError;
-use crate::store::{JobRef, Outcome, QuietJob};
+use crate::store::{ApplyEvent, QuietJob};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use serde_json::json;
-use std::sync::OnceLock;
+use serde::Serialize;
 
 /// The error a job ends with when Replicate deleted its files before we stored them.
 pub const EXPIRED: &str = "outputs expired before they were stored";
@@ -26,8 +26,16 @@ pub const EXPIRED: &str = "outputs expired before they were stored";
 /// The reconcile route's handler.
 #[derive(Debug)]
 pub struct Reconcile {
+    ready: Result<Ready, ConfigError>,
+}
+
+/// A configured reconcile route.
+#[derive(Debug)]
+struct Ready {
+    cron_secret: Secret,
+    limits: ReconcileLimits,
+    api: ReplicateApi,
     services: Services,
-    api: OnceLock<Result<ReplicateApi, ConfigError>>,
 }
 
 /// What one job's check came to.
@@ -40,33 +48,74 @@ enum Checked {
     RateLimited,
 }
 
+/// A run's answer.
+#[derive(Serialize)]
+struct Summary {
+    ok: bool,
+    checked: u32,
+    reconciled: u32,
+    rate_limited: bool,
+}
+
 impl Reconcile {
-    /// A handler configured by `settings`; builds no client yet.
-    pub fn new(settings: Settings) -> Reconcile {
-        Reconcile {
-            services: Services::new(settings),
-            api: OnceLock::new(),
+    /// A handler configured from `env`; builds no client yet.
+    pub fn new(env: &impl Env) -> Reconcile {
+        let ready = ReconcileConfig::from_env(env).map(|c| Ready {
+            cron_secret: c.cron_secret,
+            limits: c.limits,
+            api: ReplicateApi::new(c.replicate_api),
+            services: Services::new(c.apply),
+        });
+        Reconcile { ready }
+    }
+
+    async fn run(
+        &self,
+        req: Request<Bytes>,
+        log: &mut LogFields,
+    ) -> Result<Response<Bytes>, ApiError> {
+        if req.method() != Method::GET && req.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed { allow: "GET, POST" });
         }
-    }
-
-    fn api(&self) -> Result<&ReplicateApi, ApiError> {
-        self.api
-            .get_or_init(|| {
-                let config = self.services.settings().replicate_api.as_ref();
-                config
-                    .map(|c| ReplicateApi::new(c.clone()))
-                    .map_err(Clone::clone)
-            })
-            .as_ref()
-            .map_err(|e| ApiError::Config(e.clone()))
-    }
-
-    fn authorize(&self, req: &Request<Bytes>) -> Result<(), ApiError> {
-        let settings = self.services.settings();
-        let secret = settings
-            .cron_secret
+        let ready = self
+            .ready
             .as_ref()
             .map_err(|e| ApiError::Config(e.clone()))?;
+        ready.authorize(&req)?;
+        let limits = ready.limits;
+        let jobs = ready
+            .services
+            .store()
+            .quiet_jobs(limits.after_seconds, limits.max_age_seconds, limits.batch)
+            .await?;
+
+        let mut summary = Summary {
+            ok: true,
+            checked: 0,
+            reconciled: 0,
+            rate_limited: false,
+        };
+        for job in &jobs {
+            summary.checked += 1;
+            match ready.check(job).await {
+                Checked::Reconciled => summary.reconciled += 1,
+                Checked::Unchanged => {}
+                Checked::RateLimited => {
+                    summary.rate_limited = true;
+                    break;
+                }
+            }
+        }
+        log.outcome = Some(format!(
+            "checked {}, reconciled {}",
+            summary.checked, summary.reconciled
+        ));
+        Ok(respond::json(StatusCode::OK, &summary))
+    }
+}
+
+impl Ready {
+    fn authorize(&self, req: &Request<Bytes>) -> Result<(), ApiError> {
         let offered = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -75,54 +124,18 @@ impl Reconcile {
             .ok_or(ApiError::Unauthorized(SignatureError::MissingHeader(
                 "authorization",
             )))?;
-        if constant_time_eq(offered.trim().as_bytes(), secret.expose().as_bytes()) {
+        if constant_time_eq(
+            offered.trim().as_bytes(),
+            self.cron_secret.expose().as_bytes(),
+        ) {
             Ok(())
         } else {
             Err(ApiError::Unauthorized(SignatureError::NoMatch))
         }
     }
 
-    async fn run(&self, req: Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
-        if req.method() != Method::GET && req.method() != Method::POST {
-            return Err(ApiError::MethodNotAllowed { allow: "GET, POST" });
-        }
-        self.authorize(&req)?;
-        let config = self.services.settings().reconcile.clone()?;
-        let api = self.api()?;
-        let jobs = self
-            .services
-            .store()?
-            .quiet_jobs(config.after_seconds, config.max_age_seconds, config.batch)
-            .await?;
-
-        let (mut checked, mut reconciled, mut rate_limited) = (0, 0, false);
-        for job in &jobs {
-            checked += 1;
-            match self.check(api, job).await {
-                Checked::Reconciled => reconciled += 1,
-                Checked::Unchanged => {}
-                Checked::RateLimited => {
-                    rate_limited = true;
-                    break;
-                }
-            }
-        }
-        let response = respond::json(
-            StatusCode::OK,
-            &json!({ "ok": true, "checked": checked, "reconciled": reconciled, "rate_limited": rate_limited }),
-        );
-        Ok(respond::with_log(
-            response,
-            LogFields {
-                outcome: Some(format!("checked {checked}, reconciled {reconciled}")),
-                ..LogFields::default()
-            },
-        ))
-    }
-
-    async fn check(&self, api: &ReplicateApi, job: &QuietJob) -> Checked {
-        let kind = job.kind();
-        let found = match api.get(kind, &job.replicate_id).await {
+    async fn check(&self, job: &QuietJob) -> Checked {
+        let found = match self.api.get(job.job.kind(), &job.replicate_id).await {
             Ok(Lookup::Found(body)) => body,
             Ok(Lookup::RateLimited) => return Checked::RateLimited,
             Ok(Lookup::NotFound) => {
@@ -138,7 +151,7 @@ impl Reconcile {
                 return Checked::Unchanged;
             }
         };
-        let delivery = match Delivery::parse(&found) {
+        let delivery = match Delivery::from_api(&found) {
             Ok(d) if d.id == job.replicate_id => d,
             Ok(_) => {
                 self.note(job, "Replicate answered with another job's id");
@@ -151,11 +164,7 @@ impl Reconcile {
                 return Checked::Unchanged;
             }
         };
-        let owned = JobRef::Owned {
-            kind,
-            id: job.job_id,
-            user_id: job.user_id,
-        };
+        let owned = job.owned();
         let files_gone = delivery.status == Status::Succeeded
             && delivery.data_removed
             && !delivery.output.files().is_empty();
@@ -183,17 +192,8 @@ impl Reconcile {
 
     async fn apply(&self, job: JobRef, delivery: &Delivery) -> Result<Outcome, ApiError> {
         let id = format!("reconcile:{}:{}", delivery.id, delivery.status);
-        let applied = self
-            .services
-            .apply(Event {
-                webhook_id: &id,
-                route: "reconcile",
-                job,
-                delivery,
-                applied_outcome: Outcome::Reconciled,
-            })
-            .await?;
-        Ok(applied.outcome)
+        let event = ApplyEvent::new(&id, "reconcile", job, delivery, Outcome::Reconciled);
+        Ok(self.services.apply(event).await?.outcome)
     }
 
     /// The job succeeded but its files are gone: it ends failed, and is refunded.
@@ -208,15 +208,13 @@ impl Reconcile {
     }
 
     async fn wait_longer(&self, job: &QuietJob) {
-        let touched = match self.services.store() {
-            Ok(store) => store
-                .touch(job.kind(), job.job_id)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let touched = self
+            .services
+            .store()
+            .touch(job.job.kind(), job.job_id)
+            .await;
         if let Err(why) = touched {
-            self.note(job, &why);
+            self.note(job, &why.to_string());
         }
     }
 
@@ -234,14 +232,18 @@ impl Handler for Reconcile {
         "reconcile"
     }
 
-    fn body_limit(&self) -> usize {
-        self.services.settings().body_limit()
+    fn body_limit(&self) -> Option<usize> {
+        Some(SMALL_BODY_LIMIT)
     }
 
-    async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
-        match self.run(req).await {
+    fn config_error(&self) -> Option<&ConfigError> {
+        self.ready.as_ref().err()
+    }
+
+    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
+        match self.run(req, log).await {
             Ok(response) => response,
-            Err(e) => respond::error(&e),
+            Err(e) => respond::error(&e, log),
         }
     }
 }

@@ -3,18 +3,19 @@
 //! Checks run in the contract's order: method, size, signature, query, body, job. Nothing
 //! from an unverified body is parsed, stored or logged.
 
-use crate::apply::{Event, Services};
-use crate::config::Settings;
+use crate::apply::Services;
+use crate::config::{ConfigError, Env, WebhookConfig};
 use crate::error::ApiError;
+use crate::job::{Job, JobKind, JobRef, Outcome};
 use crate::logging::LogFields;
 use crate::platform::{BodyTooLarge, Handler};
-use crate::replicate::Delivery;
+use crate::replicate::{Delivery, Status};
 use crate::respond;
-use crate::signature::ID_HEADER;
-use crate::store::{Applied, JobKind, JobRef, Outcome};
+use crate::signature::Verifier;
+use crate::store::{Applied, ApplyEvent};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
@@ -48,16 +49,26 @@ impl WebhookRoute {
 #[derive(Debug)]
 pub struct Webhook {
     route: WebhookRoute,
+    ready: Result<Ready, ConfigError>,
+}
+
+/// A configured webhook route.
+#[derive(Debug)]
+struct Ready {
+    max_body_bytes: usize,
+    verifier: Verifier,
     services: Arc<Services>,
 }
 
 impl Webhook {
-    /// A handler for `route`, configured by `settings`; builds no client yet.
-    pub fn new(route: WebhookRoute, settings: Settings) -> Webhook {
-        Webhook {
-            route,
-            services: Arc::new(Services::new(settings)),
-        }
+    /// A handler for `route`, configured from `env`; builds no client yet.
+    pub fn new(route: WebhookRoute, env: &impl Env) -> Webhook {
+        let ready = WebhookConfig::from_env(env).map(|c| Ready {
+            max_body_bytes: c.max_body_bytes,
+            verifier: c.verifier,
+            services: Arc::new(Services::new(c.apply)),
+        });
+        Webhook { route, ready }
     }
 
     async fn process(
@@ -68,66 +79,52 @@ impl Webhook {
         if req.method() != Method::POST {
             return Err(ApiError::MethodNotAllowed { allow: "POST" });
         }
-        let settings = self.services.settings();
-        let limit = settings.max_body_bytes.clone()?;
-        if req.extensions().get::<BodyTooLarge>().is_some() || req.body().len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        let webhook = settings
-            .webhook
+        let ready = self
+            .ready
             .as_ref()
             .map_err(|e| ApiError::Config(e.clone()))?;
-        webhook
+        if req.extensions().get::<BodyTooLarge>().is_some() {
+            return Err(ApiError::PayloadTooLarge {
+                limit: ready.max_body_bytes,
+            });
+        }
+        let verified = ready
             .verifier
             .verify(req.headers(), req.body(), unix_now())?;
-        let webhook_id = req
-            .headers()
-            .get(ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        log.webhook_id = Some(webhook_id.clone());
+        log.webhook_id = Some(verified.id().to_owned());
 
         let job = self.job_ref(req.uri().query().unwrap_or_default())?;
-        let delivery = Delivery::parse(req.body()).map_err(|e| ApiError::BadBody(e.to_string()))?;
+        let delivery = Delivery::parse(&verified).map_err(|e| ApiError::BadBody(e.to_string()))?;
         log.replicate_id = Some(delivery.id.clone());
         log.status = Some(delivery.status.to_string());
 
         if self.route == WebhookRoute::Completed && !delivery.status.is_terminal() {
-            return Ok(ignored("status is not terminal"));
+            return Ok(ignored("status is not terminal", log));
         }
 
         // The copy and the transaction run on their own task: if Replicate gives up waiting
         // and the platform drops this request, the work still finishes (and Replicate's
         // retry then finds it done) instead of stopping halfway.
-        let services = Arc::clone(&self.services);
+        let services = Arc::clone(&ready.services);
         let route = self.route.name();
+        let webhook_id = verified.id().to_owned();
         let work = tokio::spawn(async move {
-            services
-                .apply(Event {
-                    webhook_id: &webhook_id,
-                    route,
-                    job,
-                    delivery: &delivery,
-                    applied_outcome: Outcome::Applied,
-                })
-                .await
+            let event = ApplyEvent::new(&webhook_id, route, job, &delivery, Outcome::Applied);
+            services.apply(event).await
         });
         let applied = work.await.map_err(|_| ApiError::Interrupted)??;
         if applied.outcome == Outcome::NotFound {
-            return self.not_found(job);
+            return match job {
+                JobRef::Owned { kind, .. } => Err(ApiError::JobNotFound {
+                    kind: kind.as_str(),
+                }),
+                // Account-wide webhooks deliver every job, including ones this app did not
+                // start.
+                JobRef::ByReplicateId => Ok(ignored("no job has this id", log)),
+            };
         }
-        Ok(answer(&applied))
-    }
-
-    fn not_found(&self, job: JobRef) -> Result<Response<Bytes>, ApiError> {
-        match job {
-            JobRef::Owned { kind, .. } => Err(ApiError::JobNotFound {
-                kind: kind.as_str(),
-            }),
-            // Account-wide webhooks deliver every job, including ones this app did not start.
-            JobRef::ByReplicateId => Ok(ignored("no job has this id")),
-        }
+        log.outcome = Some(applied.outcome.as_str().into());
+        Ok(respond::json(StatusCode::OK, &Answer::from(&applied)))
     }
 
     fn job_ref(&self, query: &str) -> Result<JobRef, ApiError> {
@@ -149,26 +146,52 @@ impl Handler for Webhook {
         self.route.name()
     }
 
-    fn body_limit(&self) -> usize {
-        self.services.settings().body_limit()
+    fn body_limit(&self) -> Option<usize> {
+        self.ready.as_ref().ok().map(|r| r.max_body_bytes)
     }
 
-    async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
-        let mut log = LogFields::default();
-        let response = match self.process(req, &mut log).await {
-            Ok(response) => response,
-            Err(err) => {
-                // The answer's message is generic; the log line says what went wrong below it.
-                log.detail = match &err {
-                    ApiError::Store(e) => Some(e.to_string()),
-                    ApiError::Copy(e) => Some(e.to_string()),
-                    _ => None,
-                };
-                respond::error(&err)
-            }
-        };
-        respond::with_log(response, log)
+    fn config_error(&self) -> Option<&ConfigError> {
+        self.ready.as_ref().err()
     }
+
+    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
+        match self.process(req, log).await {
+            Ok(response) => response,
+            Err(err) => respond::error(&err, log),
+        }
+    }
+}
+
+/// A delivery's answer once the database has recorded it.
+#[derive(Serialize)]
+struct Answer {
+    ok: bool,
+    outcome: Outcome,
+    job: Option<Job>,
+    job_id: Option<Uuid>,
+    status: Option<Status>,
+    refunded: bool,
+}
+
+impl From<&Applied> for Answer {
+    fn from(applied: &Applied) -> Answer {
+        Answer {
+            ok: true,
+            outcome: applied.outcome,
+            job: applied.job,
+            job_id: applied.job_id,
+            status: applied.status,
+            refunded: applied.refunded,
+        }
+    }
+}
+
+/// A delivery that changes nothing by design.
+#[derive(Serialize)]
+struct Ignored {
+    ok: bool,
+    outcome: &'static str,
+    reason: &'static str,
 }
 
 fn uuid_param(query: &str, name: &'static str) -> Result<Uuid, ApiError> {
@@ -180,37 +203,14 @@ fn uuid_param(query: &str, name: &'static str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::BadQuery(format!("query parameter `{name}` must be a UUID")))
 }
 
-fn ignored(reason: &str) -> Response<Bytes> {
-    let response = respond::json(
+fn ignored(reason: &'static str, log: &mut LogFields) -> Response<Bytes> {
+    log.outcome = Some("ignored".into());
+    respond::json(
         StatusCode::OK,
-        &json!({ "ok": true, "outcome": "ignored", "reason": reason }),
-    );
-    respond::with_log(
-        response,
-        LogFields {
-            outcome: Some("ignored".into()),
-            ..LogFields::default()
-        },
-    )
-}
-
-fn answer(applied: &Applied) -> Response<Bytes> {
-    let response = respond::json(
-        StatusCode::OK,
-        &json!({
-            "ok": true,
-            "outcome": applied.outcome.as_str(),
-            "job": applied.job,
-            "job_id": applied.job_id,
-            "status": applied.status,
-            "refunded": applied.refunded,
-        }),
-    );
-    respond::with_log(
-        response,
-        LogFields {
-            outcome: Some(applied.outcome.as_str().into()),
-            ..LogFields::default()
+        &Ignored {
+            ok: true,
+            outcome: "ignored",
+            reason,
         },
     )
 }

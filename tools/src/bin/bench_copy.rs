@@ -6,11 +6,11 @@
 //! memory is measured.
 
 use serde_json::json;
-use shared::config::{ConfigError, ProcessEnv, Settings};
+use shared::config::{self, ConfigError, ProcessEnv, StorageConfig};
+use shared::job::JobKind;
 use shared::outputs::copy::{Copier, Destination};
 use shared::platform::BoxError;
 use shared::storage::Storage;
-use shared::store::JobKind;
 use std::time::Instant;
 
 #[tokio::main]
@@ -18,9 +18,8 @@ async fn main() -> Result<(), BoxError> {
     let url = std::env::args()
         .nth(1)
         .ok_or("usage: bench_copy URL (with the S3 variables and OUTPUT_HOSTS set)")?;
-    let settings = Settings::from_env(&ProcessEnv);
-    let storage = settings.storage.map_err(config)?;
-    let hosts = settings.output_hosts.map_err(config)?;
+    let storage = StorageConfig::from_env(&ProcessEnv).map_err(config_error)?;
+    let hosts = config::output_hosts(&ProcessEnv).map_err(config_error)?;
     let copier = Copier::new(
         Storage::new(&storage),
         hosts,
@@ -36,7 +35,8 @@ async fn main() -> Result<(), BoxError> {
                 user_id: uuid::Uuid::nil(),
                 replicate_id: &replicate_id,
             },
-            &json!([url]),
+            &json!([&url]),
+            std::slice::from_ref(&url),
         )
         .await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -54,7 +54,7 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-fn config(e: ConfigError) -> BoxError {
+fn config_error(e: ConfigError) -> BoxError {
     e.to_string().into()
 }
 

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use shared::config::{ProcessEnv, Settings};
+use shared::config::ProcessEnv;
 use shared::platform::{self, BoxError};
 use shared::respond;
 use shared::routes::{Health, Reconcile, Webhook, WebhookRoute};
@@ -89,14 +89,14 @@ fn poll_reconcile(routes: Arc<Routes>) {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let settings = Settings::from_env(&ProcessEnv);
+    let env = ProcessEnv;
     let routes = Arc::new(Routes {
-        train: Webhook::new(WebhookRoute::Train, settings.clone()),
-        predict: Webhook::new(WebhookRoute::Predict, settings.clone()),
-        unified: Webhook::new(WebhookRoute::Unified, settings.clone()),
-        completed: Webhook::new(WebhookRoute::Completed, settings.clone()),
-        health: Health::new(settings.clone()),
-        reconcile: Reconcile::new(settings),
+        train: Webhook::new(WebhookRoute::Train, &env),
+        predict: Webhook::new(WebhookRoute::Predict, &env),
+        unified: Webhook::new(WebhookRoute::Unified, &env),
+        completed: Webhook::new(WebhookRoute::Completed, &env),
+        health: Health::new(&env),
+        reconcile: Reconcile::new(&env),
     });
     poll_reconcile(Arc::clone(&routes));
     let port: u16 = std::env::var("PORT")
