@@ -79,8 +79,9 @@ impl Services {
         let Some(found) = store.find(&d.id, event.job).await? else {
             return Ok(Applied::not_found());
         };
-        if found.status.is_terminal() {
-            // Nothing will change; record the duplicate or stale delivery without copying.
+        if found.status.is_terminal() || found.belongs_to_another_run(&d.id) {
+            // Nothing will change (the database records the duplicate or stale delivery):
+            // fetch nothing for it.
             return Ok(store.apply(&event).await?);
         }
         let kind = found.job.kind();
@@ -98,11 +99,29 @@ impl Services {
             .await?;
         event.output = OutputJson::Rewritten(&stored.output);
         event.output_urls = Some(&stored.urls);
+        // Only stored weights: a URL kept as received will expire with Replicate's files.
         event.weights_url = match kind {
-            JobKind::Model => stored.output.get("weights").and_then(Value::as_str),
+            JobKind::Model => stored
+                .output
+                .get("weights")
+                .and_then(Value::as_str)
+                .filter(|w| stored.urls.iter().any(|u| u == w)),
             JobKind::Prediction => None,
         };
-        Ok(store.apply(&event).await?)
+        let applied = store.apply(&event).await?;
+        if applied.outcome.changed() && !stored.kept.is_empty() {
+            self.note_kept(&event, &stored.kept).await;
+        }
+        Ok(applied)
+    }
+
+    /// Records in the event's `webhook_events` row which outputs were kept as received
+    /// and why. The job's state is already stored, so a failure here is only logged.
+    async fn note_kept(&self, event: &ApplyEvent<'_>, kept: &[String]) {
+        let note = format!("not stored: {}", kept.join("; "));
+        if let Err(e) = self.store().note(event.webhook_id, &note).await {
+            logging::event("warn", event.route, &format!("{note} (not recorded: {e})"));
+        }
     }
 
     /// Emails the owner when this call moved a model to a terminal status. The database

@@ -199,13 +199,19 @@ impl Delivery {
         };
         let error = match wire.error {
             Value::Null => None,
-            Value::String(s) => Some(s),
+            Value::String(s) => Some(without_nul(s)),
             // Some models report structured errors; keep them readable.
-            other => Some(other.to_string()),
+            mut other => {
+                strip_nul(&mut other);
+                Some(other.to_string())
+            }
         };
         let metrics = match wire.metrics {
             Value::Null => None,
-            m @ Value::Object(_) => Some(m),
+            mut m @ Value::Object(_) => {
+                strip_nul(&mut m);
+                Some(m)
+            }
             _ => return Err(DeliveryError::WrongType("metrics")),
         };
         Ok(Delivery {
@@ -242,6 +248,18 @@ impl Output {
     }
 
     fn read(raw: Option<Box<RawValue>>) -> Result<Output, DeliveryError> {
+        let raw = match raw {
+            // PostgreSQL's jsonb cannot hold U+0000 (JSON spells it `\u0000`): such an
+            // output is rebuilt without it, the rest unchanged. Rare, so the common path
+            // stays a scan of the text.
+            Some(r) if r.get().contains("\\u0000") => {
+                let mut tree: Value =
+                    serde_json::from_str(r.get()).map_err(|_| DeliveryError::BadOutput)?;
+                strip_nul(&mut tree);
+                Some(serde_json::value::to_raw_value(&tree).map_err(|_| DeliveryError::BadOutput)?)
+            }
+            other => other,
+        };
         let tree: Option<Value> = match &raw {
             Some(r) if r.get().starts_with('{') || may_reference_files(r.get()) => {
                 Some(serde_json::from_str(r.get()).map_err(|_| DeliveryError::BadOutput)?)
@@ -279,6 +297,32 @@ impl Output {
 impl PartialEq for Output {
     fn eq(&self, other: &Output) -> bool {
         self.raw().map(RawValue::get) == other.raw().map(RawValue::get)
+    }
+}
+
+/// `s` without U+0000, which PostgreSQL's `text` and `jsonb` cannot store.
+fn without_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "")
+    } else {
+        s
+    }
+}
+
+/// Removes U+0000 from every string (and object key) in `value`.
+fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) if map.keys().any(|k| k.contains('\0')) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                strip_nul(&mut item);
+                map.insert(without_nul(key), item);
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(strip_nul),
+        _ => {}
     }
 }
 
@@ -399,6 +443,28 @@ mod tests {
             assert!(output.raw().is_none() && output.files().is_empty());
             assert_eq!(output, Output::none());
         }
+    }
+
+    #[test]
+    fn nul_characters_are_removed_and_nothing_else() {
+        let d = parse(json!({"id": "x", "status": "failed",
+            "error": "bad\u{0}input",
+            "metrics": {"note\u{0}": "a\u{0}b", "predict_time": 1.5},
+            "output": ["tok\u{0}en", {"k": "v\u{0}"}, "plain"]}))
+        .unwrap();
+        assert_eq!(d.error.as_deref(), Some("badinput"));
+        assert_eq!(
+            d.metrics.unwrap(),
+            json!({"note": "ab", "predict_time": 1.5})
+        );
+        assert_eq!(
+            d.output.raw().unwrap().get(),
+            r#"["token",{"k":"v"},"plain"]"#
+        );
+        // An escaped backslash followed by "u0000" is text, and stays.
+        let literal =
+            parse(json!({"id": "x", "status": "succeeded", "output": "a\\u0000b"})).unwrap();
+        assert_eq!(literal.output.raw().unwrap().get(), r#""a\\u0000b""#);
     }
 
     #[test]

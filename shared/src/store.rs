@@ -148,6 +148,19 @@ pub struct FoundJob {
     pub user_id: Uuid,
     /// The stored status.
     pub status: Status,
+    /// The Replicate id stored on the row, if any yet.
+    pub replicate_id: Option<String>,
+}
+
+impl FoundJob {
+    /// Whether an event about `replicate_id` is about another run of this job (train and
+    /// predict name our row; the row already follows a different Replicate job), which
+    /// the database will record as stale.
+    pub fn belongs_to_another_run(&self, replicate_id: &str) -> bool {
+        self.replicate_id
+            .as_deref()
+            .is_some_and(|stored| stored != replicate_id)
+    }
 }
 
 /// A job reconcile should ask Replicate about.
@@ -244,6 +257,22 @@ impl Store {
             job,
         };
         self.rpc("find_replicate_job", &args).await
+    }
+
+    /// Adds `note` to the detail of the `webhook_events` row of `webhook_id`.
+    pub async fn note(&self, webhook_id: &str, note: &str) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Args<'a> {
+            p_webhook_id: &'a str,
+            p_note: &'a str,
+        }
+        let body = serde_json::to_string(&Args {
+            p_webhook_id: webhook_id,
+            p_note: note,
+        })
+        .map_err(|_| StoreError::Decode)?;
+        let request = self.client.rpc("note_replicate_event", body).build();
+        check_status(self.send(request).await?).await.map(drop)
     }
 
     /// Jobs with a Replicate id, not terminal, quiet for `after_seconds` and younger than

@@ -183,27 +183,122 @@ async fn text_output_is_stored_as_it_is() {
     );
 }
 
+/// The `detail` of the `webhook_events` row of the job's one delivery.
+async fn event_detail(job: &Job) -> String {
+    let events = job
+        .db
+        .select("webhook_events", &format!("replicate_id=eq.{}", job.rid))
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    events[0]["detail"].as_str().unwrap_or_default().to_owned()
+}
+
 #[tokio::test]
-async fn a_disallowed_host_is_never_contacted() {
+async fn a_disallowed_host_is_never_contacted_and_its_url_kept_as_received() {
     let allowed = StandIn::start().await;
     let other = StandIn::start().await;
     let good = allowed.add("a.png", "image/png", PNG);
     let bad = other.add("b.png", "image/png", PNG);
     let job = Job::prediction().await;
     let handler = predict(&allowed.base, &[]);
-    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!([good, bad]))).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .expect("message")
-            .contains("not in OUTPUT_HOSTS"),
-        "{body}"
-    );
-    // Every URL is checked before any is fetched.
+    let output = json!([good, bad]);
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(output)).await;
+    // No retry can make an unlisted host fetchable: the job ends, with what could be stored.
+    assert_eq!(status, 200, "{body}");
     assert!(other.requests().is_empty(), "{:?}", other.requests());
-    assert!(allowed.requests().is_empty(), "{:?}", allowed.requests());
-    assert_eq!(job.row().await["status"], "pending");
+    let stored = format!("s3://replicate-outputs/{}", job.key("0.png"));
+    let row = job.row().await;
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["output"], json!([stored, bad]));
+    assert_eq!(row["output_urls"], json!([stored]));
+    let detail = event_detail(&job).await;
+    assert!(
+        detail.contains("output file 1") && detail.contains("not in OUTPUT_HOSTS"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains(&bad),
+        "the URL itself is not recorded: {detail}"
+    );
+}
+
+#[tokio::test]
+async fn values_that_only_look_like_files_are_kept_and_the_job_ends() {
+    let job = Job::prediction().await;
+    let handler = predict("http://127.0.0.1:1", &[]);
+    let output = json!(["data:42", "https://", "https://exa mple.com/a.png"]);
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(output.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let row = job.row().await;
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["output"], output, "kept exactly as received");
+    assert_eq!(row["output_urls"], json!([]));
+    let detail = event_detail(&job).await;
+    assert!(
+        detail.contains("output file 0 is not a valid data: URI")
+            && detail.contains("output file 1 refused"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn training_weights_on_an_unlisted_host_end_the_training_without_a_weights_url() {
+    let other = StandIn::start().await;
+    let weights = other.add("trained_model.tar", "application/x-tar", b"tar bytes");
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    let model = seed_model(&db, user, None, 10).await;
+    let rid = replicate_id();
+    let mut body = fixture("training_succeeded", &rid);
+    body["output"]["weights"] = json!(weights);
+    let handler = Webhook::new(
+        WebhookRoute::Train,
+        &settings_with(&[("OUTPUT_HOSTS", "http://127.0.0.1:1")]),
+    );
+    let uri = format!("/t?user_id={user}&model_id={model}");
+    let response = handler.call(signed_post(&uri, &body)).await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    let row = db.row("models", model).await;
+    assert_eq!(row["status"], "succeeded");
+    assert!(row["weights_url"].is_null(), "{row}");
+}
+
+#[tokio::test]
+async fn a_stale_succeeded_event_fetches_nothing() {
+    let files = StandIn::start().await;
+    let url = files.add("out.png", "image/png", PNG);
+    let weights = files.add("w.tar", "application/x-tar", b"tar bytes");
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    // Each row already follows another Replicate run; the event is about an older one.
+    let prediction = seed_prediction(&db, user, Some(&replicate_id()), 2).await;
+    let model = seed_model(&db, user, Some(&replicate_id()), 2).await;
+
+    let mut body = fixture("prediction_succeeded_url_list", &replicate_id());
+    body["output"] = json!([url]);
+    let handler = predict(&files.base, &[]);
+    let uri = format!("/p?user_id={user}&prediction_id={prediction}");
+    let (status, answer) = deliver(&handler, &uri, &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("stale")),
+        "{answer}"
+    );
+
+    let mut body = fixture("training_succeeded", &replicate_id());
+    body["output"]["weights"] = json!(weights);
+    let handler = Webhook::new(
+        WebhookRoute::Train,
+        &settings_with(&[("OUTPUT_HOSTS", &files.base)]),
+    );
+    let uri = format!("/t?user_id={user}&model_id={model}");
+    let answer = body_json(&handler.call(signed_post(&uri, &body)).await);
+    assert_eq!(answer["outcome"], "stale", "{answer}");
+
+    assert!(files.requests().is_empty(), "{:?}", files.requests());
+    assert!(s3_keys(&format!("predictions/{user}/")).await.is_empty());
+    assert!(s3_keys(&format!("models/{user}/")).await.is_empty());
 }
 
 #[tokio::test]
@@ -213,18 +308,19 @@ async fn a_redirect_off_the_list_is_not_followed() {
     let target = other.add("b.png", "image/png", PNG);
     let job = Job::prediction().await;
     let handler = predict(&allowed.base, &[]);
-    let (status, body) = deliver(
-        &handler,
-        &job.uri(),
-        &job.delivery(json!(allowed.redirect(&target))),
-    )
-    .await;
-    assert_eq!(status, 503, "{body}");
+    let off_list = allowed.redirect(&target);
+    let (status, body) = deliver(&handler, &job.uri(), &job.delivery(json!(off_list))).await;
+    // Where a URL redirects is the source's answer, not a passing failure: kept as received.
+    assert_eq!(status, 200, "{body}");
     assert_eq!(allowed.requests(), vec!["/redirect".to_owned()]);
     assert!(other.requests().is_empty(), "{:?}", other.requests());
-    assert_eq!(job.row().await["status"], "pending");
+    let row = job.row().await;
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["output"], json!(off_list));
+    assert!(event_detail(&job).await.contains("redirected"));
 
     // A redirect that stays on the list is followed.
+    let job = Job::prediction().await;
     let inside = allowed.add("c.png", "image/png", PNG);
     let (status, body) = deliver(
         &handler,

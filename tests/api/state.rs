@@ -447,3 +447,44 @@ async fn the_anon_key_cannot_write_any_table() {
         "pending"
     );
 }
+
+#[tokio::test]
+async fn nul_characters_are_removed_before_they_reach_the_database() {
+    // PostgreSQL's text and jsonb refuse U+0000; before, such an event answered 503 on
+    // every retry and the failed job was never refunded.
+    let p = Predict::new(3).await;
+    let mut body = fixture("prediction_failed", &p.rid);
+    body["error"] = json!("CUDA error\u{0}: out of memory");
+    body["output"] = json!(["partial\u{0}", {"k\u{0}": "v"}]);
+    body["metrics"] = json!({"predict_time": 1.5, "note": "a\u{0}b"});
+    let response = p.handler.call(signed_post(&p.uri(), &body)).await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let row = p.row().await;
+    assert_eq!(row["status"], "failed");
+    assert_eq!(row["error"], "CUDA error: out of memory");
+    assert_eq!(row["output"], json!(["partial", {"k": "v"}]));
+    assert_eq!(row["metrics"], json!({"predict_time": 1.5, "note": "ab"}));
+    assert_eq!(p.refunds().await.len(), 1);
+
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    let model = seed_model(&db, user, None, 5).await;
+    let mut body = fixture("training_failed", &replicate_id());
+    body["error"] = json!("bad\u{0}dataset");
+    let response = Webhook::new(WebhookRoute::Train, &settings())
+        .call(signed_post(
+            &format!("/t?user_id={user}&model_id={model}"),
+            &body,
+        ))
+        .await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let row = db.row("models", model).await;
+    assert_eq!(
+        (row["status"].as_str(), row["error"].as_str()),
+        (Some("failed"), Some("baddataset"))
+    );
+    let refunds = db
+        .select("credit_ledger", &format!("model_id=eq.{model}"))
+        .await;
+    assert_eq!(refunds.len(), 1);
+}

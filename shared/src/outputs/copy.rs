@@ -81,15 +81,30 @@ impl CopyError {
     pub fn is_gone(&self) -> bool {
         matches!(self, CopyError::Gone { .. })
     }
+
+    /// Whether no retry can change this: the value is not a file we may fetch (a host not
+    /// listed, a redirect off the list, something that only looks like a URL or a `data:`
+    /// URI). Such a value is kept as received rather than holding the job back forever.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            CopyError::Refused { .. }
+                | CopyError::RefusedRedirect { .. }
+                | CopyError::BadDataUri { .. }
+        )
+    }
 }
 
 /// The output with its files replaced by stored URLs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredOutput {
-    /// Replicate's shape, with each file reference replaced by its stored URL.
+    /// Replicate's shape, with each stored file's reference replaced by its stored URL.
     pub output: Value,
     /// The stored URLs, in output order.
     pub urls: Vec<String>,
+    /// Why each value that was not stored was kept as received (position and reason, never
+    /// the value: a URL may carry a token).
+    pub kept: Vec<String>,
 }
 
 /// Where a job's files go.
@@ -147,18 +162,15 @@ impl Copier {
     }
 
     /// Copies the files `references` lists (found in `output` when it was parsed, in
-    /// document order) and returns the output rewritten to the stored URLs. Every URL is
-    /// checked before anything is fetched, so a refused one fetches nothing.
+    /// document order) and returns the output rewritten to the stored URLs. A value that is
+    /// not a file we may fetch is not fetched and stays as received ([`CopyError::is_permanent`]);
+    /// any other failure fails the whole copy, so a retry can redo it.
     pub async fn copy_all(
         &self,
         to: Destination<'_>,
         output: &Value,
         references: &[String],
     ) -> Result<StoredOutput, CopyError> {
-        let mut sources = Vec::with_capacity(references.len());
-        for (n, reference) in references.iter().enumerate() {
-            sources.push(self.source(n, reference)?);
-        }
         let base = format!(
             "{}{}/{}/{}",
             self.prefix,
@@ -167,15 +179,40 @@ impl Copier {
             to.replicate_id
         );
         let base = base.as_str();
-        let urls: Vec<String> = stream::iter(sources.into_iter().enumerate())
-            .map(|(n, source)| self.copy_one(n, source, base))
+        // Each value is classified first (owned), so the stream below borrows only `self`.
+        let sources: Vec<(usize, Result<Source, CopyError>)> = references
+            .iter()
+            .enumerate()
+            .map(|(n, reference)| (n, self.source(n, reference)))
+            .collect();
+        let placed: Vec<Result<String, CopyError>> = stream::iter(sources)
+            .map(|(n, source)| self.place(n, source, base))
             .buffered(PARALLEL_FILES)
+            .map(|placed| match placed {
+                Err(e) if !e.is_permanent() => Err(e),
+                kept_or_stored => Ok(kept_or_stored),
+            })
             .try_collect()
             .await?;
+        let mut kept = Vec::new();
+        let stored: Vec<Option<String>> = placed
+            .into_iter()
+            .map(|placed| placed.map_err(|e| kept.push(e.to_string())).ok())
+            .collect();
         Ok(StoredOutput {
-            output: rewrite(output, &urls),
-            urls,
+            output: rewrite(output, &stored),
+            urls: stored.into_iter().flatten().collect(),
+            kept,
         })
+    }
+
+    async fn place(
+        &self,
+        n: usize,
+        source: Result<Source, CopyError>,
+        base: &str,
+    ) -> Result<String, CopyError> {
+        self.copy_one(n, source?, base).await
     }
 
     fn source(&self, n: usize, reference: &str) -> Result<Source, CopyError> {

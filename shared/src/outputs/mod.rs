@@ -57,17 +57,19 @@ fn collect<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
 }
 
 /// `output` with its file references replaced, in the order [`file_references`] lists
-/// them, by `stored`.
-pub fn rewrite(output: &Value, stored: &[String]) -> Value {
+/// them, by `stored`; a reference whose entry is `None` (not a file we may fetch) stays as
+/// it was received.
+pub fn rewrite(output: &Value, stored: &[Option<String>]) -> Value {
     let mut next = stored.iter();
     replace(output, &mut next)
 }
 
-fn replace<'a>(value: &Value, next: &mut impl Iterator<Item = &'a String>) -> Value {
+fn replace<'a>(value: &Value, next: &mut impl Iterator<Item = &'a Option<String>>) -> Value {
     match value {
-        Value::String(s) if is_file_reference(s) => next
-            .next()
-            .map_or_else(|| value.clone(), |url| Value::String(url.clone())),
+        Value::String(s) if is_file_reference(s) => match next.next() {
+            Some(Some(url)) => Value::String(url.clone()),
+            _ => value.clone(),
+        },
         Value::Array(items) => Value::Array(items.iter().map(|v| replace(v, next)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
@@ -129,11 +131,19 @@ mod tests {
     #[test]
     fn rewrite_keeps_the_shape() {
         let output = json!({"version": "v", "weights": "https://replicate.delivery/w.tar", "extra": ["data:,x", 3]});
-        let stored = vec!["s3://b/0.txt".to_owned(), "s3://b/1.tar".to_owned()];
+        let stored = vec![
+            Some("s3://b/0.txt".to_owned()),
+            Some("s3://b/1.tar".to_owned()),
+        ];
         // Document order of serde_json's map is key order: extra, version, weights.
         assert_eq!(
             rewrite(&output, &stored),
             json!({"version": "v", "weights": "s3://b/1.tar", "extra": ["s3://b/0.txt", 3]})
+        );
+        // A value that was not stored stays exactly as received.
+        assert_eq!(
+            rewrite(&output, &[None, Some("s3://b/1.tar".to_owned())]),
+            json!({"version": "v", "weights": "s3://b/1.tar", "extra": ["data:,x", 3]})
         );
     }
 

@@ -2,7 +2,7 @@
 -- and the updated_at trigger, called as the service role.
 begin;
 \ir ../fixtures/jobs.psql
-select plan(16);
+select plan(18);
 
 -- reconcile's candidates: ages relative to now (rc_1 .. rc_7)
 insert into public.predictions (id, user_id, status, replicate_prediction_id, created_at, updated_at)
@@ -66,6 +66,14 @@ select is((select updated_at from public.predictions where replicate_prediction_
 update public.models set updated_at = '2026-01-01T00:00:00Z', error = 'aged' where id = :'m2';
 select is((select updated_at from public.models where id = :'m2'), '2026-01-01T00:00:00Z'::timestamptz,
   'an update that sets updated_at keeps its value');
+
+-- note_replicate_event: adds to a recorded delivery's detail, and to nothing else
+select public.note_replicate_event('w_rc_1', 'not stored: output file 1 refused');
+select is((select detail from public.webhook_events where webhook_id = 'w_rc_1'),
+  'processing -> processing; not stored: output file 1 refused', 'a note is added to the detail');
+select public.note_replicate_event('no_such_delivery', 'x');
+select is((select count(*)::integer from public.webhook_events where webhook_id = 'no_such_delivery'),
+  0, 'a note for an unknown delivery writes nothing');
 
 reset role;
 select * from finish();
