@@ -60,8 +60,40 @@ impl Env for std::collections::HashMap<String, String> {
     }
 }
 
+/// A variable's value with surrounding whitespace trimmed (what `echo ... | vercel env add`
+/// leaves is a trailing newline); `None` when unset or blank. A control character left
+/// inside is refused: in a header it would be a panic or a smuggled header, in a URL a
+/// different URL.
+fn optional(env: &impl Env, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match env.var(name) {
+        None => Ok(None),
+        Some(v) if v.trim().chars().any(char::is_control) => Err(ConfigError::Invalid {
+            name,
+            reason: "contains a control character".into(),
+        }),
+        Some(v) => Ok(Some(v.trim().to_owned()).filter(|v| !v.is_empty())),
+    }
+}
+
 fn required(env: &impl Env, name: &'static str) -> Result<String, ConfigError> {
-    env.var(name).ok_or(ConfigError::Missing(name))
+    optional(env, name)?.ok_or(ConfigError::Missing(name))
+}
+
+/// An `http(s)` URL without a trailing slash.
+fn base_url(name: &'static str, value: &str) -> Result<String, ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: "not an http(s) URL".into(),
+        }),
+    }
+}
+
+fn optional_url(env: &impl Env, name: &'static str) -> Result<Option<String>, ConfigError> {
+    optional(env, name)?.map(|v| base_url(name, &v)).transpose()
 }
 
 fn number<T: std::str::FromStr>(
@@ -69,9 +101,9 @@ fn number<T: std::str::FromStr>(
     name: &'static str,
     default: T,
 ) -> Result<T, ConfigError> {
-    match env.var(name) {
+    match optional(env, name)? {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
             name,
             reason: "not a whole number".into(),
         }),
@@ -102,8 +134,7 @@ pub fn max_body_bytes(env: &impl Env) -> Result<usize, ConfigError> {
 /// Reads `OUTPUT_HOSTS` (default `replicate.delivery,*.replicate.delivery`).
 pub fn output_hosts(env: &impl Env) -> Result<HostPolicy, ConfigError> {
     HostPolicy::parse(
-        &env.var("OUTPUT_HOSTS")
-            .unwrap_or_else(|| DEFAULT_OUTPUT_HOSTS.into()),
+        &optional(env, "OUTPUT_HOSTS")?.unwrap_or_else(|| DEFAULT_OUTPUT_HOSTS.into()),
     )
     .map_err(|e| ConfigError::Invalid {
         name: "OUTPUT_HOSTS",
@@ -146,22 +177,17 @@ impl DatabaseConfig {
     /// Reads `POSTGREST_URL`, else `SUPABASE_URL`/`NEXT_PUBLIC_SUPABASE_URL` + `/rest/v1`,
     /// and `SUPABASE_SERVICE_ROLE_KEY`.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let rest_url = match env.var("POSTGREST_URL") {
-            Some(url) => url.trim().trim_end_matches('/').to_owned(),
+        let rest_url = match optional_url(env, "POSTGREST_URL")? {
+            Some(url) => url,
             None => {
-                let base = env
-                    .var("SUPABASE_URL")
-                    .or_else(|| env.var("NEXT_PUBLIC_SUPABASE_URL"))
-                    .ok_or(ConfigError::Missing("SUPABASE_URL"))?;
-                format!("{}/rest/v1", base.trim().trim_end_matches('/'))
+                let base = match optional_url(env, "SUPABASE_URL")? {
+                    Some(url) => url,
+                    None => optional_url(env, "NEXT_PUBLIC_SUPABASE_URL")?
+                        .ok_or(ConfigError::Missing("SUPABASE_URL"))?,
+                };
+                format!("{base}/rest/v1")
             }
         };
-        if !(rest_url.starts_with("http://") || rest_url.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                name: "SUPABASE_URL",
-                reason: "not an http(s) URL".into(),
-            });
-        }
         let service_key = Secret::new(required(env, "SUPABASE_SERVICE_ROLE_KEY")?);
         Ok(Self {
             rest_url,
@@ -196,21 +222,20 @@ pub struct StorageConfig {
 impl StorageConfig {
     /// Reads the S3 variables and the AWS credentials (as Lambda provides them).
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let region = match optional(env, "AWS_REGION")? {
+            Some(region) => region,
+            None => optional(env, "AWS_DEFAULT_REGION")?.unwrap_or_else(|| "us-east-1".into()),
+        };
         Ok(Self {
             bucket: required(env, "S3_BUCKET")?,
-            region: env
-                .var("AWS_REGION")
-                .or_else(|| env.var("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
-            prefix: env.var("S3_PREFIX").unwrap_or_default(),
-            endpoint_url: env.var("S3_ENDPOINT_URL"),
+            region,
+            prefix: optional(env, "S3_PREFIX")?.unwrap_or_default(),
+            endpoint_url: optional_url(env, "S3_ENDPOINT_URL")?,
             force_path_style: flag(env, "S3_FORCE_PATH_STYLE"),
-            public_base_url: env
-                .var("S3_PUBLIC_BASE_URL")
-                .map(|u| u.trim_end_matches('/').to_owned()),
+            public_base_url: optional_url(env, "S3_PUBLIC_BASE_URL")?,
             access_key_id: required(env, "AWS_ACCESS_KEY_ID")?,
             secret_access_key: Secret::new(required(env, "AWS_SECRET_ACCESS_KEY")?),
-            session_token: env.var("AWS_SESSION_TOKEN").map(Secret::new),
+            session_token: optional(env, "AWS_SESSION_TOKEN")?.map(Secret::new),
         })
     }
 }
@@ -228,18 +253,17 @@ pub struct EmailConfig {
 
 impl EmailConfig {
     /// `None` when `RESEND_API_KEY` is unset: email is off.
-    pub fn from_env(env: &impl Env) -> Option<Self> {
-        Some(Self {
-            api_key: Secret::new(env.var("RESEND_API_KEY")?),
-            api_url: env
-                .var("RESEND_API_URL")
-                .unwrap_or_else(|| "https://api.resend.com".into())
-                .trim_end_matches('/')
-                .to_owned(),
-            from: env
-                .var("EMAIL_FROM")
+    pub fn from_env(env: &impl Env) -> Result<Option<Self>, ConfigError> {
+        let Some(key) = optional(env, "RESEND_API_KEY")? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            api_key: Secret::new(key),
+            api_url: optional_url(env, "RESEND_API_URL")?
+                .unwrap_or_else(|| "https://api.resend.com".into()),
+            from: optional(env, "EMAIL_FROM")?
                 .unwrap_or_else(|| "Replicate webhooks <onboarding@resend.dev>".into()),
-        })
+        }))
     }
 }
 
@@ -256,11 +280,8 @@ impl ReplicateApiConfig {
     /// Reads `REPLICATE_API_TOKEN` and `REPLICATE_API_URL`.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            base_url: env
-                .var("REPLICATE_API_URL")
-                .unwrap_or_else(|| "https://api.replicate.com".into())
-                .trim_end_matches('/')
-                .to_owned(),
+            base_url: optional_url(env, "REPLICATE_API_URL")?
+                .unwrap_or_else(|| "https://api.replicate.com".into()),
             token: Secret::new(required(env, "REPLICATE_API_TOKEN")?),
         })
     }
@@ -312,7 +333,7 @@ impl ApplyConfig {
             database: DatabaseConfig::from_env(env)?,
             storage: StorageConfig::from_env(env)?,
             output_hosts: output_hosts(env)?,
-            email: EmailConfig::from_env(env),
+            email: EmailConfig::from_env(env)?,
             upstream_timeout: Duration::from_secs(10),
         })
     }
@@ -366,27 +387,45 @@ impl ReconcileConfig {
 }
 
 /// The health route's configuration: each part it reports on, kept apart so that one
-/// missing variable does not hide the state of the others.
+/// missing or invalid variable does not hide the state of the others.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
-    /// Whether the webhook routes can verify deliveries.
-    pub webhook: Result<(), ConfigError>,
+    /// What the webhook routes need besides the database and the bucket: every problem.
+    pub webhook: Vec<ConfigError>,
     /// PostgREST.
     pub database: Result<DatabaseConfig, ConfigError>,
     /// S3.
     pub storage: Result<StorageConfig, ConfigError>,
     /// Whether email is on.
-    pub email: bool,
+    pub email: Result<bool, ConfigError>,
+    /// What reconcile needs besides the rest: every problem (a missing variable means
+    /// reconcile is not set up, which is allowed; an invalid one is a fault).
+    pub reconcile: Vec<ConfigError>,
 }
 
 impl HealthConfig {
     /// Reads each part on its own.
     pub fn from_env(env: &impl Env) -> Self {
         Self {
-            webhook: verifier(env).map(drop),
+            webhook: [
+                verifier(env).err(),
+                max_body_bytes(env).err(),
+                output_hosts(env).err(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             database: DatabaseConfig::from_env(env),
             storage: StorageConfig::from_env(env),
-            email: EmailConfig::from_env(env).is_some(),
+            email: EmailConfig::from_env(env).map(|e| e.is_some()),
+            reconcile: [
+                required(env, "CRON_SECRET").err(),
+                ReplicateApiConfig::from_env(env).err(),
+                ReconcileLimits::from_env(env).err(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         }
     }
 }
@@ -461,6 +500,63 @@ mod tests {
         assert!(body.contains("MAX_BODY_BYTES") && !body.contains("lots"));
         let hook = verifier(&env).unwrap_err().to_string();
         assert!(hook.contains("REPLICATE_WEBHOOK_SECRET") && !hook.contains("%%%%"));
+    }
+
+    #[test]
+    fn values_are_trimmed_and_control_characters_refused() {
+        // What `echo "$KEY" | vercel env add` stores: the key and a newline.
+        let env = [
+            ("SUPABASE_URL", " https://x.supabase.co/ "),
+            ("SUPABASE_SERVICE_ROLE_KEY", "key\n"),
+        ];
+        let db = DatabaseConfig::from_env(&env).unwrap();
+        assert_eq!(db.rest_url, "https://x.supabase.co/rest/v1");
+        assert_eq!(db.service_key.expose(), "key");
+        for (name, value) in [
+            ("SUPABASE_SERVICE_ROLE_KEY", "ke\ny"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "key\u{7f}"),
+            ("SUPABASE_URL", "https://x.supabase.co/\r\nx"),
+        ] {
+            let mut env = vec![
+                ("SUPABASE_URL", "https://x.supabase.co"),
+                ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+            ];
+            env.retain(|(k, _)| *k != name);
+            env.push((name, value));
+            let map: std::collections::HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let e = DatabaseConfig::from_env(&map).unwrap_err();
+            assert_eq!(
+                e,
+                ConfigError::Invalid {
+                    name,
+                    reason: "contains a control character".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn health_reports_every_invalid_variable() {
+        let env = [
+            ("REPLICATE_WEBHOOK_SECRET", "whsec_%%%%"),
+            ("OUTPUT_HOSTS", "https://user:pw@example.com/path"),
+            ("CRON_SECRET", "s\u{1}"),
+        ];
+        let health = HealthConfig::from_env(&env);
+        let names: Vec<String> = health.webhook.iter().map(ToString::to_string).collect();
+        assert!(
+            names[0].starts_with("REPLICATE_WEBHOOK_SECRET is invalid"),
+            "{names:?}"
+        );
+        assert!(names[1].starts_with("OUTPUT_HOSTS is invalid"), "{names:?}");
+        assert!(!names[1].contains("pw@"), "{names:?}");
+        assert!(health.reconcile.contains(&ConfigError::Invalid {
+            name: "CRON_SECRET",
+            reason: "contains a control character".into()
+        }));
     }
 
     #[test]

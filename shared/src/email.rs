@@ -19,6 +19,9 @@ pub enum EmailError {
     /// Resend refused the message.
     #[error("email API answered HTTP {0}")]
     Refused(u16),
+    /// Resend answered with a redirect, which is not followed.
+    #[error("email API answered with a redirect (HTTP {0}), which is not followed")]
+    Redirected(u16),
 }
 
 /// Sends emails through Resend.
@@ -33,7 +36,9 @@ pub struct Mailer {
 impl Mailer {
     /// A mailer for `config`; no request is made.
     pub fn new(config: EmailConfig) -> Mailer {
+        // No redirects: the API key would follow one to whatever host it names.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .build()
             .ok();
@@ -72,10 +77,13 @@ impl Mailer {
             .send()
             .await
             .map_err(|_| EmailError::Unreachable)?;
-        if response.status().is_success() {
+        let status = response.status();
+        if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            Err(EmailError::Redirected(status.as_u16()))
         } else {
-            Err(EmailError::Refused(response.status().as_u16()))
+            Err(EmailError::Refused(status.as_u16()))
         }
     }
 }

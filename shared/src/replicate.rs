@@ -129,6 +129,9 @@ pub enum DeliveryError {
     /// `status` is not one Replicate sends.
     #[error("unknown status")]
     UnknownStatus,
+    /// `id` is not what Replicate's ids look like; it would reach storage keys and logs.
+    #[error("`id` must be 1 to 64 ASCII letters, digits, `-` or `_`")]
+    BadId,
     /// `output` could not be read as JSON.
     #[error("`output` is not readable JSON")]
     BadOutput,
@@ -183,7 +186,8 @@ impl Delivery {
     fn read(body: &[u8]) -> Result<Delivery, DeliveryError> {
         let wire: Wire = serde_json::from_slice(body).map_err(|_| DeliveryError::NotJson)?;
         let id = match wire.id {
-            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            Some(Value::String(s)) if is_replicate_id(&s) => s,
+            Some(Value::String(s)) if !s.trim().is_empty() => return Err(DeliveryError::BadId),
             None | Some(Value::Null) | Some(Value::String(_)) => {
                 return Err(DeliveryError::Missing("id"));
             }
@@ -300,6 +304,14 @@ impl PartialEq for Output {
     }
 }
 
+/// Replicate's ids are lowercase letters and digits; this allows a little more, and nothing
+/// that could change the meaning of an S3 key or a log line.
+fn is_replicate_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// `s` without U+0000, which PostgreSQL's `text` and `jsonb` cannot store.
 fn without_nul(s: String) -> String {
     if s.contains('\0') {
@@ -390,6 +402,21 @@ mod tests {
             parse(json!({"id": 3, "status": "failed"})),
             Err(DeliveryError::WrongType("id"))
         );
+        for id in [
+            "../../etc/passwd",
+            "a b",
+            "a/b",
+            "x\ny",
+            "ü",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(
+                parse(json!({"id": id, "status": "failed"})),
+                Err(DeliveryError::BadId),
+                "{id}"
+            );
+        }
+        assert!(parse(json!({"id": "a".repeat(64), "status": "failed"})).is_ok());
         assert_eq!(
             parse(json!({"id": "x", "status": "done"})),
             Err(DeliveryError::UnknownStatus)

@@ -25,6 +25,9 @@ pub enum ApiCallError {
     /// An unexpected status.
     #[error("Replicate's API answered HTTP {0}")]
     Status(u16),
+    /// A redirect, which is not followed.
+    #[error("Replicate's API answered with a redirect (HTTP {0}), which is not followed")]
+    Redirected(u16),
 }
 
 /// A client for Replicate's API.
@@ -39,7 +42,9 @@ pub struct ReplicateApi {
 impl ReplicateApi {
     /// Builds the client; no request is made.
     pub fn new(config: ReplicateApiConfig) -> ReplicateApi {
+        // No redirects: the token would follow one to whatever host it names.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()
             .ok();
@@ -77,6 +82,7 @@ impl ReplicateApi {
                 .map_err(|_| ApiCallError::Unreachable("body interrupted")),
             404 => Ok(Lookup::NotFound),
             429 => Ok(Lookup::RateLimited),
+            redirect @ 300..=399 => Err(ApiCallError::Redirected(redirect)),
             other => Err(ApiCallError::Status(other)),
         }
     }

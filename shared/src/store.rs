@@ -206,13 +206,75 @@ pub enum StoreError {
     /// The answer was not what the SQL function returns.
     #[error("database answered in an unexpected shape")]
     Decode,
+    /// The API answered with a redirect, which a client carrying the service key never
+    /// follows: the key would go to whatever host it names.
+    #[error("database answered with a redirect (HTTP {0}), which is not followed")]
+    Redirected(u16),
 }
 
 /// PostgREST client, built once per cold start.
 #[derive(Clone)]
 pub struct Store {
-    client: postgrest::Postgrest,
+    client: Rest,
     timeout: Duration,
+}
+
+/// PostgREST's base URL, the key's headers and an HTTP client that follows no redirect;
+/// requests are built with the `postgrest` crate's query builder. (`postgrest::Postgrest`
+/// itself follows redirects and panics on a header value it cannot use.)
+#[derive(Clone)]
+struct Rest {
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    // None when the client could not be built (its TLS backend did not start): each call
+    // then fails with an error instead of the process panicking.
+    http: Option<reqwest::Client>,
+}
+
+impl Rest {
+    fn new(config: &DatabaseConfig) -> Rest {
+        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+        let key = config.service_key.expose();
+        let mut headers = HeaderMap::new();
+        // Configuration refuses control characters, so these always parse; a key that did
+        // not would be left out and PostgREST would answer 401, named in the error.
+        if let Ok(value) = HeaderValue::from_str(key) {
+            headers.insert("apikey", value);
+        }
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {key}")) {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .ok();
+        Rest {
+            url: config.rest_url.clone(),
+            headers,
+            http,
+        }
+    }
+
+    fn builder(&self, path: &str) -> Result<postgrest::Builder, StoreError> {
+        let http = self.http.clone().ok_or(StoreError::Unreachable(
+            "the HTTP client could not be built",
+        ))?;
+        Ok(postgrest::Builder::new(
+            format!("{}/{path}", self.url),
+            None,
+            self.headers.clone(),
+            http,
+        ))
+    }
+
+    fn from(&self, table: &str) -> Result<postgrest::Builder, StoreError> {
+        self.builder(table)
+    }
+
+    fn rpc(&self, function: &str, params: String) -> Result<postgrest::Builder, StoreError> {
+        Ok(self.builder(&format!("rpc/{function}"))?.rpc(params))
+    }
 }
 
 #[derive(Serialize)]
@@ -234,11 +296,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Builds the client; no connection is made until the first call.
     pub fn new(config: &DatabaseConfig, timeout: Duration) -> Store {
-        let key = config.service_key.expose();
-        let client = postgrest::Postgrest::new(config.rest_url.clone())
-            .insert_header("apikey", key)
-            .insert_header("Authorization", format!("Bearer {key}"));
-        Store { client, timeout }
+        Store {
+            client: Rest::new(config),
+            timeout,
+        }
     }
 
     /// Applies an event in one transaction and returns what was recorded.
@@ -271,7 +332,7 @@ impl Store {
             p_note: note,
         })
         .map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc("note_replicate_event", body).build();
+        let request = self.client.rpc("note_replicate_event", body)?.build();
         check_status(self.send(request).await?).await.map(drop)
     }
 
@@ -309,7 +370,7 @@ impl Store {
             p_job_id: id,
         })
         .map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc("touch_replicate_job", body).build();
+        let request = self.client.rpc("touch_replicate_job", body)?.build();
         check_status(self.send(request).await?).await.map(drop)
     }
 
@@ -321,7 +382,7 @@ impl Store {
         }
         let request = self
             .client
-            .from("profiles")
+            .from("profiles")?
             .select("email")
             .eq("id", user_id.to_string())
             .build();
@@ -334,7 +395,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let request = self
             .client
-            .from("webhook_events")
+            .from("webhook_events")?
             .select("webhook_id")
             .limit(1)
             .build();
@@ -348,7 +409,7 @@ impl Store {
         args: &impl Serialize,
     ) -> Result<T, StoreError> {
         let body = serde_json::to_string(args).map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc(function, body).build();
+        let request = self.client.rpc(function, body)?.build();
         let response = check_status(self.send(request).await?).await?;
         response.json::<T>().await.map_err(|_| StoreError::Decode)
     }
@@ -373,6 +434,9 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
     let status = response.status();
     if status.is_success() {
         return Ok(response);
+    }
+    if status.is_redirection() {
+        return Err(StoreError::Redirected(status.as_u16()));
     }
     #[derive(Deserialize)]
     struct PgrstError {

@@ -95,6 +95,20 @@ pub async fn s3_object_at(endpoint: &str, key: &str) -> (String, Bytes) {
     (content_type, bytes)
 }
 
+/// The stored object's `Content-Disposition`, if it has one.
+pub async fn s3_disposition(key: &str) -> Option<String> {
+    let storage = storage();
+    let head = storage
+        .client()
+        .head_object()
+        .bucket(storage.bucket())
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("object {key}: {e:?}"));
+    head.content_disposition().map(str::to_owned)
+}
+
 /// Keys stored under `prefix`.
 pub async fn s3_keys(prefix: &str) -> Vec<String> {
     let storage = storage();
@@ -285,14 +299,15 @@ impl Db {
         rows.remove(0)
     }
 
-    /// Sends a PATCH or DELETE with a filter, returning the HTTP status and rows touched.
+    /// Sends a PATCH or DELETE with a filter: the HTTP status, PostgREST's error code when
+    /// it refused, and the rows touched.
     pub async fn try_change(
         &self,
         method: reqwest::Method,
         table: &str,
         filter: &str,
         body: &Value,
-    ) -> (u16, usize) {
+    ) -> Changed {
         let response = self
             .request(method, &format!("{table}?{filter}"))
             .header("Prefer", "return=representation")
@@ -301,9 +316,24 @@ impl Db {
             .await
             .expect("PostgREST answers");
         let status = response.status().as_u16();
-        let rows: Vec<Value> = response.json().await.unwrap_or_default();
-        (status, rows.len())
+        let answer: Value = response.json().await.unwrap_or_default();
+        Changed {
+            status,
+            code: answer["code"].as_str().map(str::to_owned),
+            rows: answer.as_array().map_or(0, Vec::len),
+        }
     }
+}
+
+/// What a PATCH or DELETE through PostgREST did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// The HTTP status.
+    pub status: u16,
+    /// PostgREST's (or PostgreSQL's) error code, when it refused.
+    pub code: Option<String>,
+    /// Rows changed.
+    pub rows: usize,
 }
 
 /// A user with a profile.

@@ -42,8 +42,12 @@ pub struct StandIn {
     log: Arc<Mutex<Vec<Received>>>,
     files: Answers,
     holds: Holds,
+    forward: Forward,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Where every request is redirected (307, same path), when set.
+type Forward = Arc<Mutex<Option<String>>>;
 
 impl Drop for StandIn {
     fn drop(&mut self) {
@@ -59,23 +63,39 @@ impl StandIn {
         let log = Arc::new(Mutex::new(Vec::new()));
         let files: Answers = Arc::default();
         let holds: Holds = Arc::default();
-        let (task_log, task_files, task_holds) =
-            (Arc::clone(&log), Arc::clone(&files), Arc::clone(&holds));
+        let forward: Forward = Arc::default();
+        let (task_log, task_files, task_holds, task_forward) = (
+            Arc::clone(&log),
+            Arc::clone(&files),
+            Arc::clone(&holds),
+            Arc::clone(&forward),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, files, holds) = (
+                let (log, files, holds, forward) = (
                     Arc::clone(&task_log),
                     Arc::clone(&task_files),
                     Arc::clone(&task_holds),
+                    Arc::clone(&task_forward),
                 );
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (log, files, holds) =
-                            (Arc::clone(&log), Arc::clone(&files), Arc::clone(&holds));
-                        async move { Ok::<_, Infallible>(answer(req, &log, &files, &holds).await) }
+                        let (log, files, holds, forward) = (
+                            Arc::clone(&log),
+                            Arc::clone(&files),
+                            Arc::clone(&holds),
+                            Arc::clone(&forward),
+                        );
+                        async move {
+                            let to = forward.lock().expect("lock").clone();
+                            Ok::<_, Infallible>(match to {
+                                Some(base) => forwarded(&req, &base, &log),
+                                None => answer(req, &log, &files, &holds).await,
+                            })
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -88,8 +108,15 @@ impl StandIn {
             log,
             files,
             holds,
+            forward,
             task,
         }
+    }
+
+    /// From now on, answers every request with a 307 to the same path under `base`, as a
+    /// proxy or a moved API would.
+    pub fn redirect_everything_to(&self, base: &str) {
+        *self.forward.lock().expect("lock") = Some(base.to_owned());
     }
 
     /// Serves `bytes` at `/f/{name}`, but only once the returned handle is notified: the
@@ -224,6 +251,27 @@ async fn answer(
         }
         _ => status(StatusCode::NOT_FOUND),
     }
+}
+
+fn forwarded(req: &Request<Incoming>, base: &str, log: &Mutex<Vec<Received>>) -> Response<Body> {
+    log.lock().expect("lock").push(Received {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        authorization: None,
+        body: Bytes::new(),
+    });
+    let target = format!(
+        "{base}{}",
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header("location", target)
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("response")
 }
 
 fn status(code: StatusCode) -> Response<Body> {

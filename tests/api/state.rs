@@ -399,7 +399,21 @@ async fn the_anon_key_cannot_write_any_table() {
     let service = Db::service();
     let user = seed_user(&service).await;
     let prediction = seed_prediction(&service, user, None, 1).await;
-    let rows = [
+    let model = seed_model(&service, user, None, 1).await;
+    let event = webhook_id();
+    service
+        .insert(
+            "webhook_events",
+            &json!({"webhook_id": event, "route": "x", "outcome": "applied"}),
+        )
+        .await;
+    service
+        .insert(
+            "credit_ledger",
+            &json!({"user_id": user, "delta": 1, "reason": "gift"}),
+        )
+        .await;
+    let inserts = [
         (
             "profiles",
             json!({"id": Uuid::new_v4(), "email": "x@example.com"}),
@@ -415,25 +429,66 @@ async fn the_anon_key_cannot_write_any_table() {
             json!({"webhook_id": webhook_id(), "route": "x", "outcome": "applied"}),
         ),
     ];
-    for (table, row) in &rows {
+    for (table, row) in &inserts {
         let status = anon.try_insert(table, row).await;
         assert!(
             status == 401 || status == 403,
             "{table}: insert answered {status}"
         );
-        let (status, touched) = anon
-            .try_change(
-                reqwest::Method::PATCH,
-                table,
-                "user_id=not.is.null",
-                &json!({"user_id": user}),
-            )
+    }
+    // Each change names an existing row by a real column, so only the privilege can stop it:
+    // the same request as the service role (the control) does change the row.
+    let changes = [
+        (
+            "profiles",
+            format!("id=eq.{user}"),
+            json!({"email": "changed@example.com"}),
+        ),
+        (
+            "models",
+            format!("id=eq.{model}"),
+            json!({"error": "changed"}),
+        ),
+        (
+            "predictions",
+            format!("id=eq.{prediction}"),
+            json!({"error": "changed"}),
+        ),
+        (
+            "credit_ledger",
+            format!("user_id=eq.{user}"),
+            json!({"reason": "changed"}),
+        ),
+        (
+            "webhook_events",
+            format!("webhook_id=eq.{event}"),
+            json!({"detail": "changed"}),
+        ),
+    ];
+    let denied = |table: &str, what: &str, changed: &Changed| {
+        assert_eq!(
+            (changed.status, changed.code.as_deref(), changed.rows),
+            (401, Some("42501"), 0),
+            "{table}: anon {what} must be refused for lack of privilege"
+        );
+    };
+    for (table, filter, body) in &changes {
+        let patch = anon
+            .try_change(reqwest::Method::PATCH, table, filter, body)
             .await;
-        assert_eq!(touched, 0, "{table}: patch answered {status}");
-        let (_, touched) = anon
-            .try_change(reqwest::Method::DELETE, table, "id=not.is.null", &json!({}))
+        denied(table, "patch", &patch);
+        let delete = anon
+            .try_change(reqwest::Method::DELETE, table, filter, &json!({}))
             .await;
-        assert_eq!(touched, 0, "{table}: delete");
+        denied(table, "delete", &delete);
+        let control = service
+            .try_change(reqwest::Method::PATCH, table, filter, body)
+            .await;
+        assert_eq!(
+            (control.status, control.rows),
+            (200, 1),
+            "{table}: service patch"
+        );
     }
     let status = anon
         .try_insert(

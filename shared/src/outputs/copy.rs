@@ -149,6 +149,9 @@ impl Copier {
                 }
             }))
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&policy))))
+            // A proxy from HTTPS_PROXY/HTTP_PROXY would resolve names itself, past the
+            // guard above.
+            .no_proxy()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
             .build()?;
@@ -239,7 +242,8 @@ impl Copier {
         match source {
             Source::Data(data) => {
                 let key = format!("{base}/{n}{}", extension_for_type(&data.media_type));
-                self.put(n, &key, &data.media_type, data.bytes).await?;
+                let served = Served::from_source(&data.media_type);
+                self.put(n, &key, &served, data.bytes).await?;
                 Ok(self.stored_url(&key))
             }
             Source::Url(url) => {
@@ -282,9 +286,9 @@ impl Copier {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        self.stream_upload(n, key, &content_type, response).await
+            .unwrap_or("application/octet-stream");
+        let served = Served::from_source(content_type);
+        self.stream_upload(n, key, &served, response).await
     }
 
     /// Reads the body one part at a time: a body smaller than a part is one PutObject,
@@ -293,7 +297,7 @@ impl Copier {
         &self,
         n: usize,
         key: &str,
-        content_type: &str,
+        served: &Served,
         mut response: reqwest::Response,
     ) -> Result<(), CopyError> {
         let mut part = Vec::with_capacity(PART_SIZE);
@@ -309,7 +313,7 @@ impl Copier {
                 if part.len() >= PART_SIZE {
                     let full = std::mem::replace(&mut part, Vec::with_capacity(PART_SIZE));
                     if upload.is_none() {
-                        upload = Some(self.start_multipart(n, key, content_type).await?);
+                        upload = Some(self.start_multipart(n, key, served).await?);
                     }
                     if let Some(upload) = upload.as_mut() {
                         self.upload_part(n, key, upload, full).await?;
@@ -317,7 +321,7 @@ impl Copier {
                 }
             }
             match upload.as_mut() {
-                None => self.put(n, key, content_type, Bytes::from(part)).await,
+                None => self.put(n, key, served, Bytes::from(part)).await,
                 Some(upload) => {
                     if !part.is_empty() {
                         self.upload_part(n, key, upload, std::mem::take(&mut part))
@@ -348,7 +352,7 @@ impl Copier {
         &self,
         n: usize,
         key: &str,
-        content_type: &str,
+        served: &Served,
         body: Bytes,
     ) -> Result<(), CopyError> {
         self.storage
@@ -356,7 +360,8 @@ impl Copier {
             .put_object()
             .bucket(self.storage.bucket())
             .key(key)
-            .content_type(content_type)
+            .content_type(&served.content_type)
+            .set_content_disposition(served.disposition.map(str::to_owned))
             .body(ByteStream::from(body))
             .send()
             .await
@@ -371,7 +376,7 @@ impl Copier {
         &self,
         n: usize,
         key: &str,
-        content_type: &str,
+        served: &Served,
     ) -> Result<Multipart, CopyError> {
         let created = self
             .storage
@@ -379,7 +384,8 @@ impl Copier {
             .create_multipart_upload()
             .bucket(self.storage.bucket())
             .key(key)
-            .content_type(content_type)
+            .content_type(&served.content_type)
+            .set_content_disposition(served.disposition.map(str::to_owned))
             .send()
             .await
             .map_err(|e| CopyError::Store {
@@ -511,16 +517,84 @@ impl DataUri {
     }
 }
 
-/// The file extension of a URL's last path segment (`.png`), or nothing.
+/// How a stored object is served from the bucket. A public bucket serves it on its own
+/// origin, so a type a browser would run (HTML, SVG, XML, JavaScript, anything that is not
+/// a media, archive or weights type) would run script there: such files are stored as
+/// `application/octet-stream` with `Content-Disposition: attachment`, which browsers
+/// download instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Served {
+    content_type: String,
+    disposition: Option<&'static str>,
+}
+
+impl Served {
+    fn from_source(content_type: &str) -> Served {
+        if is_inert(content_type) {
+            Served {
+                content_type: content_type.to_owned(),
+                disposition: None,
+            }
+        } else {
+            Served {
+                content_type: "application/octet-stream".into(),
+                disposition: Some("attachment"),
+            }
+        }
+    }
+}
+
+/// Media, archive and weights types, which browsers display or download but never run.
+fn is_inert(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let (top, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
+    match top {
+        "image" => !sub.contains("svg") && !sub.contains("xml"),
+        "audio" | "video" => !sub.contains("xml"),
+        "application" => matches!(
+            sub,
+            "octet-stream"
+                | "zip"
+                | "x-zip-compressed"
+                | "x-tar"
+                | "gzip"
+                | "x-gzip"
+                | "x-bzip2"
+                | "x-xz"
+                | "zstd"
+                | "x-7z-compressed"
+                | "x-safetensors"
+                | "pdf"
+        ),
+        _ => false,
+    }
+}
+
+/// Extensions that make a browser, or a server guessing a type from the name, treat a
+/// file as a page or a script.
+const ACTIVE_EXTENSIONS: &[&str] = &[
+    "html", "htm", "xhtml", "xht", "shtml", "svg", "svgz", "xml", "xsl", "xslt", "js", "mjs",
+    "cjs", "hta",
+];
+
+/// The file extension of a URL's last path segment (`.png`), or nothing; never one of
+/// [`ACTIVE_EXTENSIONS`].
 fn extension_of(url: &Url) -> String {
     url.path_segments()
         .and_then(|mut segments| segments.next_back())
         .and_then(|name| name.rsplit_once('.'))
-        .map(|(_, ext)| ext)
+        .map(|(_, ext)| ext.to_ascii_lowercase())
         .filter(|ext| {
-            (1..=10).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphanumeric())
+            (1..=10).contains(&ext.len())
+                && ext.chars().all(|c| c.is_ascii_alphanumeric())
+                && !ACTIVE_EXTENSIONS.contains(&ext.as_str())
         })
-        .map(|ext| format!(".{}", ext.to_ascii_lowercase()))
+        .map(|ext| format!(".{ext}"))
         .unwrap_or_default()
 }
 
@@ -532,7 +606,6 @@ fn extension_for_type(media_type: &str) -> &'static str {
         "image/jpeg" => ".jpg",
         "image/webp" => ".webp",
         "image/gif" => ".gif",
-        "image/svg+xml" => ".svg",
         "audio/wav" | "audio/x-wav" => ".wav",
         "audio/mpeg" => ".mp3",
         "video/mp4" => ".mp4",
@@ -580,5 +653,47 @@ mod tests {
         assert_eq!(extension_of(&url), "");
         assert_eq!(extension_for_type("image/jpeg"), ".jpg");
         assert_eq!(extension_for_type("application/x-unknown"), "");
+        assert_eq!(extension_for_type("image/svg+xml"), "");
+        for active in ["page.html", "a.SVG", "x.xml", "run.js", "p.htm"] {
+            let url = Url::parse(&format!("https://replicate.delivery/a/{active}")).unwrap();
+            assert_eq!(extension_of(&url), "", "{active}");
+        }
+    }
+
+    #[test]
+    fn types_a_browser_would_run_are_stored_to_download() {
+        for active in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/xml",
+            "text/javascript",
+            "application/javascript",
+            "text/plain",
+            "",
+        ] {
+            assert_eq!(
+                Served::from_source(active),
+                Served {
+                    content_type: "application/octet-stream".into(),
+                    disposition: Some("attachment")
+                },
+                "{active}"
+            );
+        }
+        for inert in [
+            "image/png",
+            "image/webp",
+            "video/mp4",
+            "audio/wav",
+            "application/x-tar",
+            "application/zip",
+            "application/octet-stream",
+        ] {
+            assert_eq!(Served::from_source(inert).disposition, None, "{inert}");
+            assert_eq!(Served::from_source(inert).content_type, inert);
+        }
     }
 }

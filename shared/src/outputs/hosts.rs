@@ -34,10 +34,11 @@ pub struct HostPolicy {
     rules: Vec<Rule>,
 }
 
-/// Why an `OUTPUT_HOSTS` entry could not be used.
+/// Why an `OUTPUT_HOSTS` entry could not be used. Names the entry by its position (from 1),
+/// never by its text: a mistyped entry can hold credentials (`https://user:key@host`).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("entry {0:?} is not a host, *.suffix or scheme://host[:port]")]
-pub struct BadHostEntry(String);
+#[error("entry {0} is not a host, *.suffix or scheme://host[:port]")]
+pub struct BadHostEntry(usize);
 
 /// Why a URL may not be fetched.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -59,10 +60,11 @@ impl HostPolicy {
         let rules = list
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
-            .map(parse_rule)
+            .enumerate()
+            .map(|(i, entry)| parse_rule(entry).ok_or(BadHostEntry(i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
         if rules.is_empty() {
-            return Err(BadHostEntry(list.to_owned()));
+            return Err(BadHostEntry(0));
         }
         Ok(HostPolicy { rules })
     }
@@ -110,33 +112,34 @@ impl HostPolicy {
     }
 }
 
-fn parse_rule(entry: &str) -> Result<Rule, BadHostEntry> {
-    let bad = || BadHostEntry(entry.to_owned());
+fn parse_rule(entry: &str) -> Option<Rule> {
     let (scheme, rest) = match entry.split_once("://") {
         Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
         None => ("https".to_owned(), entry),
     };
     if scheme != "https" && scheme != "http" {
-        return Err(bad());
+        return None;
     }
     let rest = rest.trim_end_matches('/');
     if let Some(suffix) = rest.strip_prefix("*.") {
-        if suffix.is_empty() || suffix.contains([':', '/', '*']) {
-            return Err(bad());
+        if suffix.is_empty() || suffix.contains([':', '/', '*', '@']) {
+            return None;
         }
-        return Ok(Rule {
+        return Some(Rule {
             scheme,
             host: HostPattern::Subdomain(format!(".{}", suffix.to_ascii_lowercase())),
             port: None,
         });
     }
     // Let the URL parser split host and port (and handle [v6] literals).
-    let url = Url::parse(&format!("{scheme}://{rest}")).map_err(|_| bad())?;
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
-    if url.path() != "/" || url.query().is_some() {
-        return Err(bad());
+    let url = Url::parse(&format!("{scheme}://{rest}")).ok()?;
+    let host = url.host_str().filter(|h| !h.is_empty())?;
+    // A path, a query or credentials mean the entry is not what it should be.
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return None;
     }
-    Ok(Rule {
+    url.password().is_none().then_some(())?;
+    Some(Rule {
         scheme,
         host: HostPattern::Exact(host.to_ascii_lowercase()),
         port: url.port(),
@@ -151,8 +154,12 @@ fn ip_literal(url: &Url) -> Option<IpAddr> {
     }
 }
 
-/// Loopback, private, link-local, shared (CGNAT), unspecified, broadcast, multicast, and the
-/// IPv6 equivalents: addresses a fetch must never reach unless explicitly listed.
+/// Loopback, private, link-local, shared (CGNAT), IETF protocol assignments, benchmarking,
+/// reserved, unspecified, broadcast, multicast, and the IPv6 equivalents: addresses a
+/// fetch must never reach unless explicitly listed. The IPv6 ranges that embed an IPv4
+/// address in a way a gateway or an old stack may route (IPv4-compatible `::a.b.c.d`,
+/// NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are refused whole; an IPv4-mapped address is
+/// judged by the IPv4 address it maps.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_private_v4(v4),
@@ -164,7 +171,7 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 fn is_private_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -173,15 +180,22 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         || (a == 100 && (64..128).contains(&b))
         || a == 0
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (b & 0xfe) == 18)
+        || a >= 240
 }
 
 fn is_private_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
+        || s[..6] == [0; 6]
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[0] == 0x2002
 }
 
 /// A DNS resolver for the fetch client that drops private addresses of hosts not listed
@@ -271,8 +285,40 @@ mod tests {
     }
 
     #[test]
+    fn reserved_ranges_and_embedded_ipv4_forms_are_private() {
+        for ip in [
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.254",
+            // IPv6 ranges that embed IPv4 addresses, and site-local
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.0.0.1",
+            "2002:a9fe:a9fe::1",
+            "2002:2278:101::1",
+            "fec0::1",
+            "::ffff:192.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["198.20.0.1", "192.0.1.1", "::ffff:34.120.1.1", "2600::1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
     fn bad_entries_are_refused() {
-        for list in ["", "ftp://x.com", "*.", "https://x.com/path", "*.a:80"] {
+        for list in [
+            "",
+            "ftp://x.com",
+            "*.",
+            "https://x.com/path",
+            "*.a:80",
+            "https://user:secret@x.com",
+        ] {
             assert!(HostPolicy::parse(list).is_err(), "{list}");
         }
     }

@@ -57,9 +57,26 @@ struct Report {
     database: &'static str,
     storage: &'static str,
     email: &'static str,
+    reconcile: &'static str,
     version: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     problems: Vec<String>,
+}
+
+/// Reconcile is optional: it is `not configured` while any of its variables is missing,
+/// which leaves the deployment healthy; a variable set to something invalid is a fault.
+fn reconcile_state(errors: &[ConfigError], problems: &mut Vec<String>) -> (&'static str, bool) {
+    problems.extend(errors.iter().map(|e| format!("reconcile: {e}")));
+    if errors
+        .iter()
+        .any(|e| matches!(e, ConfigError::Invalid { .. }))
+    {
+        ("invalid", false)
+    } else if errors.is_empty() {
+        ("configured", true)
+    } else {
+        ("not configured", true)
+    }
 }
 
 impl Health {
@@ -114,35 +131,47 @@ impl Handler for Health {
             return respond::error(&ApiError::MethodNotAllowed { allow: "GET, HEAD" }, log);
         }
         let (database, storage) = tokio::join!(self.database(), self.storage());
-        let webhook = self
-            .config
-            .webhook
-            .as_ref()
-            .map(drop)
-            .map_err(not_configured);
+        let webhook = match self.config.webhook.first() {
+            None => Ok(()),
+            Some(first) => Err(Problem::NotConfigured(first.clone())),
+        };
+        let email = match &self.config.email {
+            Ok(true) => Ok("configured"),
+            Ok(false) => Ok("disabled"),
+            Err(e) => Err(Problem::NotConfigured(e.clone())),
+        };
 
         let mut problems = Vec::new();
-        let mut state = |name: &str, result: Result<(), Problem>, good: &'static str| match result {
-            Ok(()) => good,
+        let mut failed = false;
+        let mut state = |name: &str, result: Result<&'static str, Problem>| match result {
+            Ok(good) => good,
             Err(problem) => {
+                failed = true;
                 problems.push(format!("{name}: {}", problem.why()));
                 problem.state()
             }
         };
-        let webhook = state("webhook", webhook, "configured");
-        let database = state("database", database, "reachable");
-        let storage = state("storage", storage, "reachable");
-        let healthy = problems.is_empty();
+        let webhook = state("webhook", webhook.map(|()| "configured"));
+        let database = state("database", database.map(|()| "reachable"));
+        let storage = state("storage", storage.map(|()| "reachable"));
+        let email = state("email", email);
+        // Every webhook problem is listed, not only the first.
+        problems.extend(
+            self.config
+                .webhook
+                .iter()
+                .skip(1)
+                .map(|e| format!("webhook: {e}")),
+        );
+        let (reconcile, reconcile_ok) = reconcile_state(&self.config.reconcile, &mut problems);
+        let healthy = !failed && reconcile_ok;
         let report = Report {
             status: if healthy { "healthy" } else { "degraded" },
             webhook,
             database,
             storage,
-            email: if self.config.email {
-                "configured"
-            } else {
-                "disabled"
-            },
+            email,
+            reconcile,
             version: env!("CARGO_PKG_VERSION"),
             problems,
         };
