@@ -5,5 +5,5 @@ use shared::routes::Reconcile;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    platform::run(Reconcile::new).await
+    platform::run_scheduled(Reconcile::new).await
 }

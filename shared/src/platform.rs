@@ -55,6 +55,14 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), BoxError> {
     }
 }
 
+/// A route a platform's scheduler may also invoke directly, without HTTP: on Lambda, the
+/// EventBridge schedule in template.yaml. Only a caller with permission to invoke the
+/// function gets there, so no bearer token is needed (nor stored in the schedule).
+pub trait Scheduled: Handler {
+    /// Does the scheduled work and answers as the route's HTTP answer would.
+    fn on_schedule(&self, log: &mut LogFields) -> impl Future<Output = Response<Bytes>> + Send;
+}
+
 /// Calls the handler, then adds `x-request-id` and writes the log line. Every adapter (and
 /// the local dev server) ends here.
 pub async fn respond<H: Handler + ?Sized>(
@@ -62,18 +70,33 @@ pub async fn respond<H: Handler + ?Sized>(
     req: Request<Bytes>,
     request_id: &str,
 ) -> Response<Bytes> {
-    let started = Instant::now();
     let method = req.method().to_string();
-    let mut fields = LogFields::default();
-    let mut response = handler.handle(req, &mut fields).await;
+    logged(handler.name(), request_id, &method, async {
+        let mut log = LogFields::default();
+        let response = handler.handle(req, &mut log).await;
+        (response, log)
+    })
+    .await
+}
+
+/// Awaits `work` (an answer and what its log line should say), adds `x-request-id` to the
+/// answer and writes the log line: the one path every invocation's log line takes.
+async fn logged(
+    route: &str,
+    request_id: &str,
+    method: &str,
+    work: impl Future<Output = (Response<Bytes>, LogFields)>,
+) -> Response<Bytes> {
+    let started = Instant::now();
+    let (mut response, fields) = work.await;
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     logging::request(
         &RequestSummary {
             request_id,
-            route: handler.name(),
-            method: &method,
+            route,
+            method,
             http_status: response.status().as_u16(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
@@ -180,6 +203,112 @@ async fn serve_vercel<H: Handler>(handler: Arc<H>) -> Result<(), BoxError> {
         }
     });
     vercel_runtime::run(service).await
+}
+
+/// What a scheduled route's Lambda function is invoked with: its Function URL's request, or
+/// EventBridge's own scheduled event.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Invocation {
+    Schedule(ScheduledEvent),
+    Url(Box<lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest>),
+}
+
+/// The fields of an EventBridge scheduled event that say what it is.
+#[derive(serde::Deserialize)]
+struct ScheduledEvent {
+    source: String,
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+}
+
+impl ScheduledEvent {
+    fn is_schedule(&self) -> bool {
+        self.source == "aws.events" && self.detail_type == "Scheduled Event"
+    }
+}
+
+/// A scheduled route's Lambda answer: the Function URL's response, or for a scheduled
+/// event the route's JSON answer itself (EventBridge ignores it; it shows in test calls).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answered {
+    Url(Box<lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse>),
+    Schedule(serde_json::Value),
+}
+
+async fn serve_lambda_scheduled<H: Scheduled>(handler: Arc<H>) -> Result<(), BoxError> {
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |event: lambda_http::LambdaEvent<Invocation>| {
+            let handler = Arc::clone(&handler);
+            async move { Ok::<_, std::convert::Infallible>(invoked(handler.as_ref(), event).await) }
+        },
+    ))
+    .await
+}
+
+/// Answers one invocation of a scheduled route on Lambda.
+async fn invoked<H: Scheduled>(
+    handler: &H,
+    event: lambda_http::LambdaEvent<Invocation>,
+) -> Answered {
+    use lambda_http::RequestExt as _;
+    let lambda_http::LambdaEvent { payload, context } = event;
+    match payload {
+        Invocation::Schedule(schedule) => {
+            let request_id = context.request_id.clone();
+            let response = logged(handler.name(), &request_id, "SCHEDULE", async {
+                let mut log = LogFields::default();
+                let response = if schedule.is_schedule() {
+                    handler.on_schedule(&mut log).await
+                } else {
+                    let refused = crate::error::ApiError::Unauthorized(
+                        crate::signature::SignatureError::NoMatch,
+                    );
+                    crate::respond::error(&refused, &mut log)
+                };
+                (response, log)
+            })
+            .await;
+            Answered::Schedule(
+                serde_json::from_slice(response.body()).unwrap_or(serde_json::Value::Null),
+            )
+        }
+        Invocation::Url(request) => {
+            let request: lambda_http::Request =
+                lambda_http::request::LambdaRequest::ApiGatewayV2(*request).into();
+            let response = lambda_event(handler, request.with_lambda_context(context)).await;
+            Answered::Url(Box::new(url_response(response)))
+        }
+    }
+}
+
+/// A Function URL (payload 2.0) response.
+fn url_response(
+    response: lambda_http::Response<lambda_http::Body>,
+) -> lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse {
+    let (parts, body) = response.into_parts();
+    let mut answer = lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse::default();
+    answer.status_code = i64::from(parts.status.as_u16());
+    answer.headers = parts.headers;
+    answer.is_base64_encoded = matches!(body, lambda_http::Body::Binary(_));
+    answer.body = Some(body);
+    answer
+}
+
+/// As [`run`], for a route a scheduler may also invoke directly ([`Scheduled`]).
+pub async fn run_scheduled<H: Scheduled>(
+    build: impl FnOnce(&ProcessEnv) -> H,
+) -> Result<(), BoxError> {
+    let handler = build(&ProcessEnv);
+    if let Some(e) = handler.config_error() {
+        logging::event("error", handler.name(), &format!("not configured: {e}"));
+    }
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        serve_lambda_scheduled(Arc::new(handler)).await
+    } else {
+        serve_vercel(Arc::new(handler)).await
+    }
 }
 
 fn new_request_id() -> String {

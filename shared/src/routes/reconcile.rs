@@ -10,7 +10,7 @@ use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret};
 use crate::error::ApiError;
 use crate::job::{JobRef, Outcome};
 use crate::logging::{self, LogFields};
-use crate::platform::{Handler, SMALL_BODY_LIMIT};
+use crate::platform::{Handler, SMALL_BODY_LIMIT, Scheduled};
 use crate::replicate::{Delivery, Output, Status};
 use crate::replicate_api::{Lookup, ReplicateApi};
 use crate::respond;
@@ -82,6 +82,14 @@ impl Reconcile {
             .as_ref()
             .map_err(|e| ApiError::Config(e.clone()))?;
         ready.authorize(&req)?;
+        ready.run(log).await
+    }
+}
+
+impl Ready {
+    /// One run: the batch of quiet jobs, each checked with Replicate and applied.
+    async fn run(&self, log: &mut LogFields) -> Result<Response<Bytes>, ApiError> {
+        let ready = self;
         let limits = ready.limits;
         let jobs = ready
             .services
@@ -112,9 +120,7 @@ impl Reconcile {
         ));
         Ok(respond::json(StatusCode::OK, &summary))
     }
-}
 
-impl Ready {
     fn authorize(&self, req: &Request<Bytes>) -> Result<(), ApiError> {
         let offered = req
             .headers()
@@ -224,6 +230,16 @@ impl Ready {
             "reconcile",
             &format!("job {} ({}): {message}", job.job_id, job.replicate_id),
         );
+    }
+}
+
+impl Scheduled for Reconcile {
+    async fn on_schedule(&self, log: &mut LogFields) -> Response<Bytes> {
+        let run = match self.ready.as_ref() {
+            Ok(ready) => ready.run(log).await,
+            Err(e) => Err(ApiError::Config(e.clone())),
+        };
+        run.unwrap_or_else(|e| respond::error(&e, log))
     }
 }
 
