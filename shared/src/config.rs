@@ -169,13 +169,50 @@ impl fmt::Debug for Secret {
 pub struct DatabaseConfig {
     /// Base URL of the REST API, without a trailing slash.
     pub rest_url: String,
-    /// The service role key, sent as `apikey` and `Authorization: Bearer`.
-    pub service_key: Secret,
+    /// The key the functions use.
+    pub service_key: ServiceKey,
+}
+
+/// A Supabase key that bypasses row level security, in one of its two forms.
+#[derive(Debug, Clone)]
+pub enum ServiceKey {
+    /// A secret key (`sb_secret_...`): sent as `apikey` only; Supabase's gateway mints the
+    /// JWT PostgREST sees, and refuses such a key in `Authorization`.
+    Secret(Secret),
+    /// A legacy `service_role` JWT: sent as `apikey` and `Authorization: Bearer`.
+    LegacyJwt(Secret),
+}
+
+impl ServiceKey {
+    /// Reads `SUPABASE_SECRET_KEY` (preferred) or `SUPABASE_SERVICE_ROLE_KEY`; the form is
+    /// told by the value, whichever variable holds it.
+    fn from_env(env: &impl Env) -> Result<ServiceKey, ConfigError> {
+        let (name, value) = match optional(env, "SUPABASE_SECRET_KEY")? {
+            Some(v) => ("SUPABASE_SECRET_KEY", v),
+            None => (
+                "SUPABASE_SERVICE_ROLE_KEY",
+                optional(env, "SUPABASE_SERVICE_ROLE_KEY")?
+                    .ok_or(ConfigError::Missing("SUPABASE_SECRET_KEY"))?,
+            ),
+        };
+        if value.starts_with("sb_secret_") {
+            Ok(ServiceKey::Secret(Secret::new(value)))
+        } else if value.starts_with("sb_") {
+            Err(ConfigError::Invalid {
+                name,
+                reason:
+                    "a publishable key cannot write job state; use a secret key (sb_secret_...)"
+                        .into(),
+            })
+        } else {
+            Ok(ServiceKey::LegacyJwt(Secret::new(value)))
+        }
+    }
 }
 
 impl DatabaseConfig {
     /// Reads `POSTGREST_URL`, else `SUPABASE_URL`/`NEXT_PUBLIC_SUPABASE_URL` + `/rest/v1`,
-    /// and `SUPABASE_SERVICE_ROLE_KEY`.
+    /// and the key: `SUPABASE_SECRET_KEY`, else `SUPABASE_SERVICE_ROLE_KEY`.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let rest_url = match optional_url(env, "POSTGREST_URL")? {
             Some(url) => url,
@@ -188,7 +225,7 @@ impl DatabaseConfig {
                 format!("{base}/rest/v1")
             }
         };
-        let service_key = Secret::new(required(env, "SUPABASE_SERVICE_ROLE_KEY")?);
+        let service_key = ServiceKey::from_env(env)?;
         Ok(Self {
             rest_url,
             service_key,
@@ -447,6 +484,10 @@ mod tests {
             ConfigError::Missing("SUPABASE_URL")
         );
         assert_eq!(
+            DatabaseConfig::from_env(&[("SUPABASE_URL", "https://x.supabase.co")]).unwrap_err(),
+            ConfigError::Missing("SUPABASE_SECRET_KEY")
+        );
+        assert_eq!(
             StorageConfig::from_env(&env).unwrap_err(),
             ConfigError::Missing("AWS_ACCESS_KEY_ID")
         );
@@ -503,6 +544,38 @@ mod tests {
     }
 
     #[test]
+    fn the_key_form_is_told_by_the_value_and_the_new_variable_wins() {
+        let key = |env: &[(&str, &str)]| {
+            let map: std::collections::HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let mut with_url = map.clone();
+            with_url.insert("SUPABASE_URL".into(), "https://x.supabase.co".into());
+            DatabaseConfig::from_env(&with_url).map(|c| c.service_key)
+        };
+        assert!(matches!(
+            key(&[("SUPABASE_SECRET_KEY", "sb_secret_abc"), ("SUPABASE_SERVICE_ROLE_KEY", "eyJold")]),
+            Ok(ServiceKey::Secret(k)) if k.expose() == "sb_secret_abc"
+        ));
+        assert!(matches!(
+            key(&[("SUPABASE_SERVICE_ROLE_KEY", "eyJhbGciOi")]),
+            Ok(ServiceKey::LegacyJwt(_))
+        ));
+        assert!(matches!(
+            key(&[("SUPABASE_SERVICE_ROLE_KEY", "sb_secret_xyz")]),
+            Ok(ServiceKey::Secret(_))
+        ));
+        let publishable = key(&[("SUPABASE_SECRET_KEY", "sb_publishable_abc")]).unwrap_err();
+        assert!(
+            publishable
+                .to_string()
+                .starts_with("SUPABASE_SECRET_KEY is invalid")
+        );
+        assert!(!publishable.to_string().contains("abc"));
+    }
+
+    #[test]
     fn values_are_trimmed_and_control_characters_refused() {
         // What `echo "$KEY" | vercel env add` stores: the key and a newline.
         let env = [
@@ -511,7 +584,7 @@ mod tests {
         ];
         let db = DatabaseConfig::from_env(&env).unwrap();
         assert_eq!(db.rest_url, "https://x.supabase.co/rest/v1");
-        assert_eq!(db.service_key.expose(), "key");
+        assert!(matches!(&db.service_key, ServiceKey::LegacyJwt(k) if k.expose() == "key"));
         for (name, value) in [
             ("SUPABASE_SERVICE_ROLE_KEY", "ke\ny"),
             ("SUPABASE_SERVICE_ROLE_KEY", "key\u{7f}"),

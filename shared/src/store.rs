@@ -212,6 +212,9 @@ pub enum StoreError {
     Redirected(u16),
 }
 
+/// The `User-Agent` of every call to Supabase.
+const SERVER_AGENT: &str = concat!("replicate-webhooks/", env!("CARGO_PKG_VERSION"));
+
 /// PostgREST client, built once per cold start.
 #[derive(Clone)]
 pub struct Store {
@@ -233,15 +236,22 @@ struct Rest {
 
 impl Rest {
     fn new(config: &DatabaseConfig) -> Rest {
-        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-        let key = config.service_key.expose();
+        use crate::config::ServiceKey;
+        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
         let mut headers = HeaderMap::new();
+        // Supabase refuses secret keys from browsers; say plainly what this is.
+        headers.insert(USER_AGENT, HeaderValue::from_static(SERVER_AGENT));
         // Configuration refuses control characters, so these always parse; a key that did
         // not would be left out and PostgREST would answer 401, named in the error.
-        if let Ok(value) = HeaderValue::from_str(key) {
+        let (key, bearer) = match &config.service_key {
+            ServiceKey::Secret(key) => (key.expose(), false),
+            ServiceKey::LegacyJwt(key) => (key.expose(), true),
+        };
+        if let Ok(mut value) = HeaderValue::from_str(key) {
+            value.set_sensitive(true);
             headers.insert("apikey", value);
         }
-        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {key}")) {
+        if bearer && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {key}")) {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
