@@ -1,10 +1,14 @@
-//! One JSON line per request on stdout, which CloudWatch and Vercel both ingest.
+//! One JSON line per request on stdout, which CloudWatch and Vercel both ingest. Every line
+//! has an RFC 3339 `timestamp` and a `level` (`info`, `warn`, `error`), so Lambda's JSON log
+//! format can filter by level; the runtimes' own warnings and errors (an event Lambda's
+//! runtime cannot read, a Runtime API failure) are written the same way ([`RuntimeLog`]).
 //!
 //! Only identifiers, statuses and timings are logged: never a secret, a signature or a body.
 
 use serde::Serialize;
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// What a handler learned about a request. The adapter makes one per request, lends it to
 /// the handler, and writes it in the request's log line: the one path these fields take.
@@ -32,7 +36,7 @@ pub struct LogFields {
 
 #[derive(Serialize)]
 struct Line<'a> {
-    ts_ms: u128,
+    timestamp: String,
     level: &'static str,
     request_id: &'a str,
     route: &'a str,
@@ -66,7 +70,7 @@ pub fn request(summary: &RequestSummary<'_>, fields: &LogFields) {
         _ => "info",
     };
     let line = Line {
-        ts_ms: now_ms(),
+        timestamp: now(),
         level,
         request_id: summary.request_id,
         route: summary.route,
@@ -82,13 +86,13 @@ pub fn request(summary: &RequestSummary<'_>, fields: &LogFields) {
 pub fn event(level: &'static str, route: &str, message: &str) {
     #[derive(Serialize)]
     struct Event<'a> {
-        ts_ms: u128,
+        timestamp: String,
         level: &'static str,
         route: &'a str,
         message: &'a str,
     }
     emit(&Event {
-        ts_ms: now_ms(),
+        timestamp: now(),
         level,
         route,
         message,
@@ -103,9 +107,65 @@ fn emit(value: &impl Serialize) {
     }
 }
 
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
+/// Now, in RFC 3339 (UTC, to the millisecond).
+fn now() -> String {
+    let now = OffsetDateTime::now_utc();
+    let now = now
+        .replace_millisecond(now.millisecond())
+        .unwrap_or(now);
+    now.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A `tracing` subscriber for what the platform runtimes report themselves (they log
+/// through `tracing`; without a subscriber their errors would vanish): each warning or
+/// error becomes one line of this module's shape. Only the event's message is written: its
+/// fields can quote the event the runtime failed to read.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeLog;
+
+impl RuntimeLog {
+    /// Installs the subscriber for the whole process (once; later calls change nothing).
+    pub fn install() {
+        let _ = tracing::subscriber::set_global_default(RuntimeLog);
+    }
+}
+
+impl tracing::Subscriber for RuntimeLog {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let level = if *event.metadata().level() == tracing::Level::ERROR {
+            "error"
+        } else {
+            "warn"
+        };
+        self::event(level, "runtime", message.0.trim_matches('"'));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Collects an event's `message` field.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
 }

@@ -300,6 +300,7 @@ fn url_response(
 pub async fn run_scheduled<H: Scheduled>(
     build: impl FnOnce(&ProcessEnv) -> H,
 ) -> Result<(), BoxError> {
+    logging::RuntimeLog::install();
     let handler = build(&ProcessEnv);
     if let Some(e) = handler.config_error() {
         logging::event("error", handler.name(), &format!("not configured: {e}"));
@@ -318,6 +319,7 @@ fn new_request_id() -> String {
 /// Builds a route's handler from the environment and serves it; what each `api/*.rs`
 /// `main` calls. A configuration problem is logged here once and answered per request.
 pub async fn run<H: Handler>(build: impl FnOnce(&ProcessEnv) -> H) -> Result<(), BoxError> {
+    logging::RuntimeLog::install();
     let handler = build(&ProcessEnv);
     if let Some(e) = handler.config_error() {
         logging::event("error", handler.name(), &format!("not configured: {e}"));
