@@ -605,3 +605,15 @@ fn per_route_urls_reach_each_function() {
         "{stdout}"
     );
 }
+
+#[test]
+fn scripts_dev_without_a_replicate_token_only_warns_about_reconcile() {
+    // As scripts/dev runs by default: CRON_SECRET set, no REPLICATE_API_TOKEN.
+    let dev = start_dev(&[("REPLICATE_API_TOKEN", "")]);
+    let out = doctor(&["--url", &dev.base], &[("CRON_SECRET", CRON_SECRET)]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let l = line_of(&stdout, "reconcile");
+    assert!(l.starts_with("WARN") && l.contains("503"), "{l}");
+    assert!(l.contains("REPLICATE_API_TOKEN"), "{l}");
+}
