@@ -51,11 +51,10 @@ fn serve_once(status: u16, answer: &'static str) -> (String, JoinHandle<Captured
                 HeaderValue::from_str(value.trim()).expect("value"),
             );
         }
+        // A GET (the stand-in for Replicate's API) has no body.
         let length: usize = headers
             .get("content-length")
-            .expect("content-length")
-            .to_str()
-            .expect("ascii")
+            .map_or("0", |v| v.to_str().expect("ascii"))
             .parse()
             .expect("number");
         let mut body = vec![0; length];
@@ -381,4 +380,139 @@ fn no_answer_exits_1() {
     let out = send(&signed(&closed_url(), &["--sample", "prediction.failed"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no answer from"));
+}
+
+#[test]
+fn list_works_with_the_secret_in_the_environment() {
+    // What the README says to do: export the secret, then look at the samples.
+    let out = Command::new(env!("CARGO_BIN_EXE_send"))
+        .arg("--list")
+        .env("REPLICATE_WEBHOOK_SECRET", SECRET)
+        .output()
+        .expect("run send");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("prediction.failed"));
+    assert!(text(&out.stdout).contains("training.succeeded"));
+    // --list still refuses what it would ignore.
+    let out = Command::new(env!("CARGO_BIN_EXE_send"))
+        .args(["--list", "--sample", "prediction.failed"])
+        .env("REPLICATE_WEBHOOK_SECRET", SECRET)
+        .output()
+        .expect("run send");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+}
+
+/// A prediction as Replicate's API might format it: spacing and key order a parser would not
+/// keep, and characters a re-serialiser would escape differently.
+const API_PREDICTION: &str = "{\"id\": \"realjob0000000000000000001\",  \"status\":\"succeeded\",\n \
+     \"output\": \"caf\\u00e9 \u{2014} ok\", \"metrics\": {\"predict_time\": 1.50}}";
+
+#[test]
+fn from_replicate_sends_the_api_answer_byte_for_byte() {
+    for (training, collection) in [(false, "predictions"), (true, "trainings")] {
+        let (api, api_server) = serve_once(200, API_PREDICTION);
+        let (base, server) = serve_once(200, r#"{"ok":true,"outcome":"applied"}"#);
+        let url = format!("{base}/api/webhooks/replicate");
+        let mut args = signed(&url, &["--from-replicate", "realjob0000000000000000001"]);
+        if training {
+            args.push("--training");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_send"))
+            .args(&args)
+            .env_remove("REPLICATE_WEBHOOK_SECRET")
+            .env("REPLICATE_API_TOKEN", "r8_test-token-not-to-be-shown")
+            .env("REPLICATE_API_URL", format!("{api}/"))
+            .output()
+            .expect("run send");
+        let asked = api_server.join().expect("api stand-in");
+        let got = server.join().expect("server");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+        assert_eq!(asked.method, "GET");
+        assert_eq!(
+            asked.target,
+            format!("/v1/{collection}/realjob0000000000000000001")
+        );
+        assert_eq!(
+            asked.headers["authorization"],
+            "Bearer r8_test-token-not-to-be-shown"
+        );
+        assert_eq!(got.method, "POST");
+        assert_eq!(
+            got.body,
+            API_PREDICTION.as_bytes(),
+            "sent as Replicate returned it"
+        );
+        Verifier::from_secrets(SECRET, 300)
+            .expect("secret")
+            .verify(&got.headers, &got.body, now())
+            .expect("signed like a real delivery");
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("HTTP 200"), "{stdout}");
+        assert!(stdout.contains("realjob0000000000000000001"), "{stdout}");
+        for shown in [stdout, text(&out.stderr)] {
+            assert!(!shown.contains("r8_test-token"), "{shown}");
+            assert!(
+                !shown.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                "{shown}"
+            );
+        }
+    }
+}
+
+#[test]
+fn from_replicate_reports_what_the_api_refused() {
+    // Replicate does not know the id: exit 1, nothing sent, a hint about --training.
+    let (api, api_server) = serve_once(404, r#"{"detail":"Not found."}"#);
+    let url = closed_url();
+    let out = Command::new(env!("CARGO_BIN_EXE_send"))
+        .args(signed(&url, &["--from-replicate", "nosuchjob"]))
+        .env_remove("REPLICATE_WEBHOOK_SECRET")
+        .env("REPLICATE_API_TOKEN", "r8_test-token-not-to-be-shown")
+        .env("REPLICATE_API_URL", &api)
+        .output()
+        .expect("run send");
+    api_server.join().expect("api stand-in");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("--training"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("r8_test-token"), "{stderr}");
+
+    // No token: a usage error that names the variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_send"))
+        .args(signed(&url, &["--from-replicate", "abc"]))
+        .env_remove("REPLICATE_WEBHOOK_SECRET")
+        .env_remove("REPLICATE_API_TOKEN")
+        .output()
+        .expect("run send");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("REPLICATE_API_TOKEN"));
+
+    // Only one body, and --training only with --from-replicate.
+    for args in [
+        signed(
+            &url,
+            &["--from-replicate", "abc", "--sample", "prediction.failed"],
+        ),
+        signed(&url, &["--from-replicate", "abc", "--id", "def"]),
+        signed(&url, &["--sample", "prediction.failed", "--training"]),
+        signed(&url, &["--from-replicate", "a/b"]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_send"))
+            .args(&args)
+            .env_remove("REPLICATE_WEBHOOK_SECRET")
+            .env("REPLICATE_API_TOKEN", "r8_test-token-not-to-be-shown")
+            .env("REPLICATE_API_URL", "http://127.0.0.1:1")
+            .output()
+            .expect("run send");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }

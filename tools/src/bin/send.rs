@@ -3,19 +3,22 @@
 //! the answer's status, its `x-request-id` and its body.
 //!
 //! The body is a built-in sample (the fixtures in `tests/fixtures/`, with their placeholder id
-//! replaced) or a file, sent byte-for-byte as it is: never re-serialised, since the signature
-//! covers the exact bytes. Signing goes through `shared::signature::SigningKey`, the same code
-//! the functions verify with.
+//! replaced), a file, or a real job as Replicate's API returns it (`--from-replicate`), sent
+//! byte-for-byte as it is: never re-serialised, since the signature covers the exact bytes.
+//! Signing goes through `shared::signature::SigningKey`, the same code the functions verify
+//! with. Redirects are not followed, as Replicate does not follow them.
 //!
-//! Exit status: 0 when the answer is 2xx, 1 for any other answer or when the URL cannot be
-//! reached, 2 for usage errors. The secret is never printed.
+//! Exit status: 0 when the answer is 2xx, 1 for any other answer or when the URL (or
+//! Replicate's API) cannot be reached, 2 for usage errors. The secret and the token are never
+//! printed.
 
 use clap::{ArgGroup, Parser};
-use shared::signature::{ID_HEADER, SIGNATURE_HEADER, SigningKey, TIMESTAMP_HEADER};
+use shared::signature::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tools::{ReplicateApi, http_client, is_replicate_id, random_id, signing_key, unix_now};
 
 /// The id the fixtures carry in `id` and in their `urls`; replaced before sending.
 const PLACEHOLDER: &str = "REPLACED";
@@ -126,11 +129,13 @@ const SAMPLES: &[Sample] = &[
 #[command(
     name = "send",
     about = "Sign a Replicate webhook delivery (Standard Webhooks v1) and POST it to a URL",
-    group(ArgGroup::new("body").args(["sample", "file"])),
+    group(ArgGroup::new("body").args(["sample", "file", "from_replicate"])),
     after_help = "Exit status: 0 for a 2xx answer, 1 for any other answer or no answer, \
                   2 for usage errors.\n\nExample (the local stack of scripts/dev):\n  \
                   export REPLICATE_WEBHOOK_SECRET=\"$(cat .stack/webhook-secret)\"\n  \
-                  send --url http://127.0.0.1:3000/api/webhooks/replicate --sample prediction.failed"
+                  send --url http://127.0.0.1:3000/api/webhooks/replicate --sample prediction.failed\n\n\
+                  Replaying a real job (REPLICATE_API_TOKEN set):\n  \
+                  send --url http://127.0.0.1:3000/api/webhooks/replicate --from-replicate <prediction id>"
 )]
 struct Args {
     /// Where to POST, e.g. http://127.0.0.1:3000/api/webhooks/replicate
@@ -156,8 +161,17 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
 
+    /// Fetch this prediction from Replicate's API (REPLICATE_API_TOKEN; REPLICATE_API_URL
+    /// overrides the base) and send its JSON exactly as Replicate returned it
+    #[arg(long, value_name = "REPLICATE_ID")]
+    from_replicate: Option<String>,
+
+    /// With --from-replicate: the id is a training's, not a prediction's
+    #[arg(long, requires = "from_replicate", conflicts_with_all = ["sample", "file"])]
+    training: bool,
+
     /// Replicate id put in the sample's `id` and `urls` (default: a random 26-character id)
-    #[arg(long, value_name = "REPLICATE_ID", conflicts_with = "file")]
+    #[arg(long, value_name = "REPLICATE_ID", conflicts_with_all = ["file", "from_replicate"])]
     id: Option<String>,
 
     /// webhook-id header (default: msg_ and a random id); resend one to test deduplication
@@ -177,7 +191,12 @@ struct Args {
     timeout: u64,
 
     /// Print the built-in samples and exit
-    #[arg(long, exclusive = true)]
+    // Not `exclusive`: clap counts a value from the environment as given, so an exported
+    // REPLICATE_WEBHOOK_SECRET would make `--list` an error.
+    #[arg(long, conflicts_with_all = [
+        "url", "sample", "file", "from_replicate", "training", "id", "webhook_id", "timestamp",
+        "query",
+    ])]
     list: bool,
 }
 
@@ -245,15 +264,8 @@ fn list() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, Failure> {
-    let delivery = prepare(&args)?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(args.timeout))
-        .user_agent(concat!(
-            "replicate-webhooks-send/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .map_err(|e| Failure::Send(format!("cannot build the HTTP client: {e}")))?;
+    let client = http_client("send", Duration::from_secs(args.timeout)).map_err(Failure::Send)?;
+    let delivery = prepare(&args, &client).await?;
 
     println!("POST {}", delivery.url);
     println!(
@@ -286,6 +298,10 @@ async fn run(args: Args) -> Result<ExitCode, Failure> {
         .headers()
         .get("x-request-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = response
         .bytes()
         .await
@@ -296,6 +312,10 @@ async fn run(args: Args) -> Result<ExitCode, Failure> {
         "x-request-id: {}",
         request_id.as_deref().unwrap_or("(none)")
     );
+    if let Some(location) = location.filter(|_| status.is_redirection()) {
+        println!("location: {location}");
+        note("note: Replicate does not follow redirects; use the URL it points to");
+    }
     let text = String::from_utf8_lossy(&body);
     if !text.is_empty() {
         println!("{}", text.trim_end());
@@ -308,14 +328,18 @@ async fn run(args: Args) -> Result<ExitCode, Failure> {
 }
 
 /// Checks the arguments and builds the signed delivery.
-fn prepare(args: &Args) -> Result<Delivery, Failure> {
+async fn prepare(args: &Args, client: &reqwest::Client) -> Result<Delivery, Failure> {
     let url = target(
         args.url.as_deref().unwrap_or_default(),
         args.query.as_deref(),
     )?;
+    let (key, secrets) = signing_key(args.secret.as_deref()).map_err(Failure::Usage)?;
+    if secrets > 1 {
+        note("note: several secrets given; signing with the first");
+    }
 
-    let (body, describe) = match (&args.sample, &args.file) {
-        (Some(name), _) => {
+    let (body, describe) = match (&args.sample, &args.file, &args.from_replicate) {
+        (Some(name), _, _) => {
             let sample = find_sample(name)?;
             let id = match &args.id {
                 Some(id) => check_replicate_id(id)?,
@@ -324,15 +348,15 @@ fn prepare(args: &Args) -> Result<Delivery, Failure> {
             let body = sample.body.replace(PLACEHOLDER, &id).into_bytes();
             (body, format!("sample {}, id {id}", sample.name))
         }
-        (None, Some(path)) if path.as_os_str() == "-" => (read_file(path)?, "stdin".to_owned()),
-        (None, Some(path)) => (read_file(path)?, format!("file {}", path.display())),
-        (None, None) => {
+        (None, Some(path), _) if path.as_os_str() == "-" => (read_file(path)?, "stdin".to_owned()),
+        (None, Some(path), _) => (read_file(path)?, format!("file {}", path.display())),
+        (None, None, Some(id)) => from_replicate(client, id, args.training).await?,
+        (None, None, None) => {
             return Err(usage(
-                "give --sample NAME or --file PATH (--list shows the samples)",
+                "give --sample NAME, --file PATH or --from-replicate ID (--list shows the samples)",
             ));
         }
     };
-    let key = signing_key(args.secret.as_deref())?;
 
     let webhook_id = match &args.webhook_id {
         Some(id) if is_header_token(id) => id.clone(),
@@ -345,7 +369,7 @@ fn prepare(args: &Args) -> Result<Delivery, Failure> {
     };
     let timestamp = match args.timestamp {
         Some(t) => t,
-        None => now()?,
+        None => unix_now().ok_or_else(|| usage("the clock is before 1970: pass --timestamp"))?,
     };
     let signature = key.sign(&webhook_id, timestamp, &body);
     Ok(Delivery {
@@ -356,6 +380,63 @@ fn prepare(args: &Args) -> Result<Delivery, Failure> {
         timestamp,
         signature,
     })
+}
+
+/// The job as Replicate's API returns it (`GET /v1/predictions/{id}` or `/v1/trainings/{id}`),
+/// byte-for-byte.
+async fn from_replicate(
+    client: &reqwest::Client,
+    id: &str,
+    training: bool,
+) -> Result<(Vec<u8>, String), Failure> {
+    let id = check_replicate_id(id)?;
+    let Some(api) = ReplicateApi::from_env() else {
+        return Err(usage(
+            "--from-replicate needs REPLICATE_API_TOKEN (an API token from \
+             replicate.com/account/api-tokens) in the environment",
+        ));
+    };
+    let (kind, collection) = if training {
+        ("training", "trainings")
+    } else {
+        ("prediction", "predictions")
+    };
+    let answer = api
+        .get(client, &format!("/v1/{collection}/{id}"))
+        .await
+        .map_err(Failure::Send)?;
+    let status = answer.status;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        let hint = if training {
+            "is it a prediction? leave out --training"
+        } else {
+            "is it a training? add --training"
+        };
+        return Err(Failure::Send(format!(
+            "Replicate's API has no {kind} {id} for this token (HTTP 404; {hint})"
+        )));
+    }
+    if matches!(status.as_u16(), 401 | 403) {
+        return Err(Failure::Send(format!(
+            "Replicate's API refused REPLICATE_API_TOKEN (HTTP {})",
+            status.as_u16()
+        )));
+    }
+    if !status.is_success() {
+        return Err(Failure::Send(format!(
+            "Replicate's API answered HTTP {} for {kind} {id}",
+            status.as_u16()
+        )));
+    }
+    if serde_json::from_slice::<serde_json::Value>(&answer.body).is_err() {
+        return Err(Failure::Send(format!(
+            "Replicate's API answer for {kind} {id} is not JSON"
+        )));
+    }
+    Ok((
+        answer.body.to_vec(),
+        format!("{kind} {id} from {}", api.base()),
+    ))
 }
 
 fn target(url: &str, query: Option<&str>) -> Result<reqwest::Url, Failure> {
@@ -375,24 +456,6 @@ fn target(url: &str, query: Option<&str>) -> Result<reqwest::Url, Failure> {
         url.set_query(Some(&joined));
     }
     Ok(url)
-}
-
-fn signing_key(secret: Option<&str>) -> Result<SigningKey, Failure> {
-    let secret = secret.unwrap_or_default();
-    let mut secrets = secret
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty());
-    let Some(first) = secrets.next() else {
-        return Err(usage(
-            "no secret: pass --secret whsec_... or set REPLICATE_WEBHOOK_SECRET \
-             (scripts/dev keeps its secret in .stack/webhook-secret)",
-        ));
-    };
-    if secrets.next().is_some() {
-        note("note: several secrets given; signing with the first");
-    }
-    // SecretError's messages never include the secret.
-    SigningKey::parse(first).map_err(|e| usage(format!("the signing secret is unusable: {e}")))
 }
 
 /// Finds a sample by name, `_` and `.` alike, or by a prefix that names only one.
@@ -426,14 +489,12 @@ fn names<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
 
 /// The id goes inside JSON strings and URL paths unescaped, so only id characters are allowed.
 fn check_replicate_id(id: &str) -> Result<String, Failure> {
-    if !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if is_replicate_id(id) {
         Ok(id.to_owned())
     } else {
-        Err(usage("--id may hold only letters, digits, '-' and '_'"))
+        Err(usage(
+            "a Replicate id may hold only letters, digits, '-' and '_'",
+        ))
     }
 }
 
@@ -457,27 +518,6 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
         ));
     }
     Ok(body)
-}
-
-fn now() -> Result<i64, Failure> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .ok_or_else(|| usage("the clock is before 1970: pass --timestamp"))
-}
-
-/// 26 lowercase base32 characters (a-z, 2-7) from 128 random bits, shaped like Replicate's ids.
-fn random_id() -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let bits = u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes())
-        ^ u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes()).rotate_left(64);
-    (0..26)
-        .map(|i| {
-            let index = (bits >> (5 * i)) & 31;
-            char::from(ALPHABET[usize::try_from(index).unwrap_or(0)])
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -510,17 +550,6 @@ mod tests {
             find_sample("prediction.nope"),
             Err(Failure::Usage(_))
         ));
-    }
-
-    #[test]
-    fn random_ids_look_like_replicate_ids() {
-        let a = random_id();
-        assert_eq!(a.len(), 26);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
-        );
-        assert_ne!(a, random_id());
     }
 
     #[test]
