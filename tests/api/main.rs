@@ -7,6 +7,7 @@ mod deploy_config;
 mod health;
 mod helpers;
 mod lambda;
+mod lambda_emulator;
 mod outputs;
 mod reconcile;
 mod standin;
