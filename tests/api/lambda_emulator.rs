@@ -155,8 +155,42 @@ fn route_binary(bin: &str) -> &'static str {
     }
 }
 
-fn predict_path(user: Uuid, prediction: Uuid) -> String {
-    format!("/api/replicate/webhooks/predict?user_id={user}&prediction_id={prediction}")
+/// A user with a 3-credit prediction, and the predict function behind the emulator.
+struct Predict {
+    /// The function, polling its own emulator.
+    emulator: Emulator,
+    /// The prediction's webhook URL path, with its query.
+    path: String,
+    db: Db,
+    prediction: Uuid,
+}
+
+impl Predict {
+    async fn start() -> Predict {
+        let emulator = Emulator::start(&["predict"]).await;
+        let db = Db::service();
+        let user = seed_user(&db).await;
+        let prediction = seed_prediction(&db, user, None, 3).await;
+        let path =
+            format!("/api/replicate/webhooks/predict?user_id={user}&prediction_id={prediction}");
+        Predict {
+            emulator,
+            path,
+            db,
+            prediction,
+        }
+    }
+
+    /// Posts `body` to the prediction's webhook URL with `headers`.
+    async fn deliver(&self, headers: &[(String, String)], body: &[u8]) -> (u16, Value) {
+        self.emulator
+            .post("predict", &self.path, headers, body.to_vec())
+            .await
+    }
+
+    async fn row(&self) -> Value {
+        self.db.row("predictions", self.prediction).await
+    }
 }
 
 #[tokio::test]
@@ -171,31 +205,20 @@ async fn lambda_health_answers_a_function_url_event() {
 
 #[tokio::test]
 async fn lambda_signed_failed_prediction_is_applied_with_one_refund() {
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let prediction = seed_prediction(&db, user, None, 3).await;
-    let emulator = Emulator::start(&["predict"]).await;
+    let p = Predict::start().await;
     let rid = replicate_id();
     let body = serde_json::to_vec(&fixture("prediction_failed", &rid)).expect("json");
     let id = webhook_id();
 
-    let (status, answer) = emulator
-        .post(
-            "predict",
-            &predict_path(user, prediction),
-            &signed_headers(&id, &body),
-            body.clone(),
-        )
-        .await;
+    let (status, answer) = p.deliver(&signed_headers(&id, &body), &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["outcome"], "applied", "{answer}");
-
-    let row = db.row("predictions", prediction).await;
+    let row = p.row().await;
     assert_eq!(row["status"], "failed", "{row}");
     assert_eq!(row["replicate_prediction_id"], rid.as_str());
     assert!(!row["refunded_at"].is_null(), "refunded: {row}");
-    let events = db
-        .select(
+    let events =
+        p.db.select(
             "webhook_events",
             &format!("webhook_id=eq.{id}&select=route,outcome"),
         )
@@ -206,19 +229,12 @@ async fn lambda_signed_failed_prediction_is_applied_with_one_refund() {
     );
 
     // Replicate's retry of the same delivery refunds nothing more.
-    let (status, answer) = emulator
-        .post(
-            "predict",
-            &predict_path(user, prediction),
-            &signed_headers(&id, &body),
-            body,
-        )
-        .await;
+    let (status, answer) = p.deliver(&signed_headers(&id, &body), &body).await;
     assert_eq!(status, 200, "{answer}");
-    let ledger = db
-        .select(
+    let ledger =
+        p.db.select(
             "credit_ledger",
-            &format!("prediction_id=eq.{prediction}&select=delta,reason"),
+            &format!("prediction_id=eq.{}&select=delta,reason", p.prediction),
         )
         .await;
     assert_eq!(ledger, vec![json!({"delta": 3, "reason": "refund"})]);
@@ -226,28 +242,20 @@ async fn lambda_signed_failed_prediction_is_applied_with_one_refund() {
 
 #[tokio::test]
 async fn lambda_wrong_signature_is_refused_with_401() {
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let prediction = seed_prediction(&db, user, None, 3).await;
-    let before = db.row("predictions", prediction).await;
-    let emulator = Emulator::start(&["predict"]).await;
+    let p = Predict::start().await;
+    let before = p.row().await;
     let body = serde_json::to_vec(&fixture("prediction_failed", &replicate_id())).expect("json");
     // Signed, but over other bytes.
-    let headers = signed_headers(&webhook_id(), b"{}");
-
-    let (status, answer) = emulator
-        .post("predict", &predict_path(user, prediction), &headers, body)
+    let (status, answer) = p
+        .deliver(&signed_headers(&webhook_id(), b"{}"), &body)
         .await;
     assert_eq!(status, 401, "{answer}");
-    assert_eq!(db.row("predictions", prediction).await, before);
+    assert_eq!(p.row().await, before);
 }
 
 #[tokio::test]
 async fn lambda_base64_encoded_body_verifies_and_applies() {
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let prediction = seed_prediction(&db, user, None, 3).await;
-    let emulator = Emulator::start(&["predict"]).await;
+    let p = Predict::start().await;
     let rid = replicate_id();
     let body = serde_json::to_vec(&fixture("prediction_processing", &rid)).expect("json");
     // Not a text type: the emulator hands the body over base64-encoded.
@@ -258,12 +266,10 @@ async fn lambda_base64_encoded_body_verifies_and_applies() {
         }
     }
 
-    let (status, answer) = emulator
-        .post("predict", &predict_path(user, prediction), &headers, body)
-        .await;
+    let (status, answer) = p.deliver(&headers, &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["outcome"], "applied", "{answer}");
-    let row = db.row("predictions", prediction).await;
+    let row = p.row().await;
     assert_eq!(row["status"], "processing", "{row}");
     assert_eq!(row["replicate_prediction_id"], rid.as_str());
 }
