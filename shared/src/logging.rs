@@ -110,9 +110,7 @@ fn emit(value: &impl Serialize) {
 /// Now, in RFC 3339 (UTC, to the millisecond).
 fn now() -> String {
     let now = OffsetDateTime::now_utc();
-    let now = now
-        .replace_millisecond(now.millisecond())
-        .unwrap_or(now);
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
     now.format(&Rfc3339).unwrap_or_default()
 }
 

@@ -516,3 +516,77 @@ pub async fn spawn_s3_on(port: u16, root: &std::path::Path) -> Server {
     wait_for_port(port).await;
     Server { child, port }
 }
+
+/// A file of the repository, as text.
+pub fn repo_file(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `template.yaml` as CloudFormation's JSON form: a tag becomes its function object
+/// (`!Ref X` is `{"Ref": "X"}`, `!Sub s` is `{"Fn::Sub": "s"}`, `!GetAtt A.B` is
+/// `{"Fn::GetAtt": "A.B"}`).
+pub fn template() -> Value {
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&repo_file("template.yaml")).expect("template.yaml is YAML");
+    cloudformation_json(yaml)
+}
+
+fn cloudformation_json(yaml: serde_norway::Value) -> Value {
+    use serde_norway::Value as Y;
+    match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(n).expect("a number"),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(cloudformation_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = k.as_str().expect("template keys are strings").to_owned();
+                    (key, cloudformation_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let name = tagged.tag.to_string();
+            let name = name.trim_start_matches('!');
+            let key = if name == "Ref" {
+                name.to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            json!({ key: cloudformation_json(tagged.value) })
+        }
+    }
+}
+
+/// The `Properties` of reconcile's one schedule in template.yaml.
+pub fn reconcile_schedule() -> Value {
+    let template = template();
+    let events = template["Resources"]["ReconcileFunction"]["Properties"]["Events"]
+        .as_object()
+        .expect("reconcile has events")
+        .clone();
+    let schedules: Vec<Value> = events
+        .into_values()
+        .filter(|e| e["Type"] == "Schedule")
+        .collect();
+    assert_eq!(schedules.len(), 1, "one schedule for reconcile");
+    schedules[0]["Properties"].clone()
+}
+
+/// The event EventBridge invokes a function with when a schedule with no `Input` fires.
+pub fn scheduled_event(source: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": Uuid::new_v4(),
+        "detail-type": "Scheduled Event",
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-12-01T12:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/Every5Minutes"],
+        "detail": {}
+    })
+}

@@ -3,11 +3,13 @@
 // A test that cannot set up should fail loudly; panicking helpers are the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy_config;
 mod gateway;
 mod hardening;
 mod health;
 mod helpers;
 mod lambda;
+mod lambda_emulator;
 mod outputs;
 mod reconcile;
 mod standin;

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use shared::config::ProcessEnv;
 use shared::platform::{self, BoxError};
 use shared::respond;
-use shared::routes::{Health, Reconcile, Webhook, WebhookRoute};
+use shared::routes::{Health, Reconcile, Webhook, WebhookRoute, table};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -30,24 +30,15 @@ struct Routes {
 
 impl Routes {
     async fn answer(&self, req: Request<Incoming>) -> Response<Bytes> {
-        // Both the contract's paths and Vercel's file paths (`/api/train`) are served.
-        match req.uri().path().trim_end_matches('/') {
-            "/api/replicate/webhooks/train" | "/api/train" => {
-                platform::http_request(&self.train, req).await
-            }
-            "/api/replicate/webhooks/predict" | "/api/predict" => {
-                platform::http_request(&self.predict, req).await
-            }
-            "/api/webhooks/replicate" | "/api/unified" => {
-                platform::http_request(&self.unified, req).await
-            }
-            "/api/webhooks/replicate/completed" | "/api/completed" => {
-                platform::http_request(&self.completed, req).await
-            }
-            "/api/health" => platform::http_request(&self.health, req).await,
-            "/api/cron/reconcile" | "/api/reconcile" => {
-                platform::http_request(&self.reconcile, req).await
-            }
+        // Both the contract's paths and Vercel's file paths (`/api/train`), from the table.
+        let bin = table::by_path(req.uri().path()).map(|route| route.bin);
+        match bin {
+            Some("train") => platform::http_request(&self.train, req).await,
+            Some("predict") => platform::http_request(&self.predict, req).await,
+            Some("unified") => platform::http_request(&self.unified, req).await,
+            Some("completed") => platform::http_request(&self.completed, req).await,
+            Some("health") => platform::http_request(&self.health, req).await,
+            Some("reconcile") => platform::http_request(&self.reconcile, req).await,
             _ => respond::json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({ "error": "no route at this path" }),
