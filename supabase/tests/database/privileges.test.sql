@@ -12,7 +12,11 @@ insert into rpc values
   ('public.apply_replicate_event(text, text, text, text, text, uuid, uuid, jsonb, text[], text, text, text, jsonb, timestamptz, timestamptz, text)'),
   ('public.find_replicate_job(text, text, uuid, uuid)'),
   ('public.stale_replicate_jobs(integer, integer, integer)'),
-  ('public.touch_replicate_job(text, uuid)');
+  ('public.touch_replicate_job(text, uuid)'),
+  ('public.lost_replicate_jobs(integer, integer, integer, integer)'),
+  ('public.reconcile_check_failed(text, uuid)'),
+  ('public.schedule_reconcile(text, text, text)'),
+  ('public.unschedule_reconcile()');
 
 -- functions
 select is_empty(
@@ -26,7 +30,8 @@ select is_empty(
 select is(
   (select array_agg(proname::text order by proname) from pg_proc
    where pronamespace = 'public'::regnamespace and proname like '%replicate%'),
-  array['apply_replicate_event', 'find_replicate_job', 'stale_replicate_jobs', 'touch_replicate_job'],
+  array['apply_replicate_event', 'find_replicate_job', 'lost_replicate_jobs', 'stale_replicate_jobs',
+        'touch_replicate_job'],
   'one function per RPC name (an overload makes PostgREST refuse the call)');
 select is_empty(
   $$select p.oid::regprocedure::text from pg_proc p
