@@ -8,6 +8,7 @@ mod helpers;
 mod lambda;
 mod outputs;
 mod reconcile;
+mod schedule;
 mod standin;
 mod state;
 mod vercel;
