@@ -505,7 +505,10 @@ mod tests {
             ("ORPHAN_AFTER_SECONDS", "-1"),
         ] {
             let err = ReconcileLimits::from_env(&[(name, value)]).unwrap_err();
-            assert!(matches!(err, ConfigError::Invalid { name: n, .. } if n == name), "{err}");
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{err}"
+            );
         }
     }
 

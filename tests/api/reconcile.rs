@@ -422,7 +422,13 @@ impl World {
     }
 
     /// A row of `table` with `fields`, created `created` ago and last changed `updated` ago.
-    async fn aged(&self, table: &str, fields: Value, created: time::Duration, updated: time::Duration) -> Uuid {
+    async fn aged(
+        &self,
+        table: &str,
+        fields: Value,
+        created: time::Duration,
+        updated: time::Duration,
+    ) -> Uuid {
         let id = Uuid::new_v4();
         let now = OffsetDateTime::now_utc();
         let mut row = json!({"id": id, "user_id": self.user,
@@ -503,13 +509,23 @@ async fn expired_outputs_are_never_a_success_even_when_output_is_null() {
     body["output"] = Value::Null;
     w.api.set_json(&format!("/v1/trainings/{mrid}"), 200, &body);
 
-    let handler = w.reconcile_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", &resend.base)]);
+    let handler = w.reconcile_with(&[
+        ("RESEND_API_KEY", "re_test"),
+        ("RESEND_API_URL", &resend.base),
+    ]);
     let body = run_authorized(&handler).await;
-    assert_eq!((body["reconciled"].clone(), body["failed"].clone()), (json!(2), json!(0)), "{body}");
+    assert_eq!(
+        (body["reconciled"].clone(), body["failed"].clone()),
+        (json!(2), json!(0)),
+        "{body}"
+    );
     for (table, id) in [("predictions", prediction), ("models", model)] {
         let row = w.db.row(table, id).await;
         assert_eq!(row["status"], "failed", "{table}");
-        assert_eq!(row["error"], "outputs expired before they were stored", "{table}");
+        assert_eq!(
+            row["error"], "outputs expired before they were stored",
+            "{table}"
+        );
     }
     assert_eq!(w.refunds(prediction).await, 1);
     assert_eq!(w.model_refunds(model).await, 1);
@@ -517,7 +533,10 @@ async fn expired_outputs_are_never_a_success_even_when_output_is_null() {
     assert_eq!(sent.len(), 1, "one email, for the model");
     let email: Value = serde_json::from_slice(&sent[0].body).expect("JSON");
     let subject = email["subject"].as_str().expect("subject");
-    assert!(subject.contains("failed"), "not a 'model ready' email: {subject}");
+    assert!(
+        subject.contains("failed"),
+        "not a 'model ready' email: {subject}"
+    );
     assert!(w.files.requests().is_empty(), "nothing to fetch");
 }
 
@@ -529,7 +548,11 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
     let mut bad = Vec::new();
     for _ in 0..2 {
         let (id, rid) = w.quiet_prediction_since(5, 1).await;
-        w.api.set_json(&format!("/v1/predictions/{rid}"), 502, &json!({"detail": "bad gateway"}));
+        w.api.set_json(
+            &format!("/v1/predictions/{rid}"),
+            502,
+            &json!({"detail": "bad gateway"}),
+        );
         bad.push((id, rid));
     }
     let (good, good_rid) = w.quiet_prediction_since(3, 2).await;
@@ -538,14 +561,19 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
 
     let body = run_authorized(&handler).await;
     assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone(), body["failed"].clone()),
+        (
+            body["checked"].clone(),
+            body["reconciled"].clone(),
+            body["failed"].clone()
+        ),
         (json!(2), json!(0), json!(2)),
         "{body}"
     );
     for (id, _) in &bad {
         let row = w.db.row("predictions", *id).await;
         assert_eq!(row["reconcile_attempts"], 1);
-        let next = OffsetDateTime::parse(row["next_check_at"].as_str().expect("set"), &Rfc3339).expect("time");
+        let next = OffsetDateTime::parse(row["next_check_at"].as_str().expect("set"), &Rfc3339)
+            .expect("time");
         assert!(next > OffsetDateTime::now_utc(), "the next check waits");
         assert_eq!(row["status"], "processing");
     }
@@ -553,7 +581,11 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
     // The next run skips them: the lost webhook is finished.
     let body = run_authorized(&handler).await;
     assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone(), body["failed"].clone()),
+        (
+            body["checked"].clone(),
+            body["reconciled"].clone(),
+            body["failed"].clone()
+        ),
         (json!(1), json!(1), json!(0)),
         "{body}"
     );
@@ -562,7 +594,11 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
     let asked = w.api.requests();
     assert_eq!(asked.iter().filter(|p| p.ends_with(&good_rid)).count(), 1);
     for (id, rid) in &bad {
-        assert_eq!(asked.iter().filter(|p| p.ends_with(rid.as_str())).count(), 1, "asked once");
+        assert_eq!(
+            asked.iter().filter(|p| p.ends_with(rid.as_str())).count(),
+            1,
+            "asked once"
+        );
         w.settle("predictions", *id).await;
     }
 }
@@ -581,17 +617,29 @@ async fn a_run_stops_taking_jobs_before_its_time_limit() {
     let handler = w.reconcile_with(&[("FUNCTION_TIMEOUT_SECONDS", "1")]);
     let body = run_authorized(&handler).await;
     assert_eq!(
-        (body["checked"].clone(), body["failed"].clone(), body["out_of_time"].clone()),
+        (
+            body["checked"].clone(),
+            body["failed"].clone(),
+            body["out_of_time"].clone()
+        ),
         (json!(1), json!(1), json!(true)),
         "{body}"
     );
-    assert_eq!(w.db.row("predictions", next).await["status"], "processing", "not taken");
+    assert_eq!(
+        w.db.row("predictions", next).await["status"],
+        "processing",
+        "not taken"
+    );
     assert!(!w.api.requests().iter().any(|p| p.ends_with(&next_rid)));
     release.notify_waiters();
 
     // With time to spare, the next run takes it (the slow one is backing off).
     let body = run_authorized(&w.reconcile()).await;
-    assert_eq!((body["checked"].clone(), body["reconciled"].clone()), (json!(1), json!(1)), "{body}");
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(1), json!(1)),
+        "{body}"
+    );
     assert_eq!(w.refunds(next).await, 1);
     w.settle("predictions", slow).await;
 }
@@ -604,14 +652,29 @@ async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
     let hour = time::Duration::hours(1);
     // Charged two days ago, never got a Replicate id.
     let orphan = w
-        .aged("predictions", json!({"status": "pending", "credits_cost": 3}), day * 2, day * 2)
+        .aged(
+            "predictions",
+            json!({"status": "pending", "credits_cost": 3}),
+            day * 2,
+            day * 2,
+        )
         .await;
     let orphan_model = w
-        .aged("models", json!({"status": "pending", "credits_cost": 8}), day * 2, day * 2)
+        .aged(
+            "models",
+            json!({"status": "pending", "credits_cost": 8}),
+            day * 2,
+            day * 2,
+        )
         .await;
     // Charged an hour ago: creating it may still be under way.
     let young = w
-        .aged("predictions", json!({"status": "pending", "credits_cost": 3}), hour, hour)
+        .aged(
+            "predictions",
+            json!({"status": "pending", "credits_cost": 3}),
+            hour,
+            hour,
+        )
         .await;
     // Past the max age and Replicate still answers 404.
     let rid = replicate_id();
@@ -623,11 +686,23 @@ async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
             hour * 2,
         )
         .await;
-    w.api.set_json(&format!("/v1/predictions/{rid}"), 404, &json!({"detail": "Not found."}));
+    w.api.set_json(
+        &format!("/v1/predictions/{rid}"),
+        404,
+        &json!({"detail": "Not found."}),
+    );
 
     let body = run_authorized(&w.reconcile()).await;
-    assert_eq!((body["checked"].clone(), body["reconciled"].clone()), (json!(3), json!(3)), "{body}");
-    for (table, id) in [("predictions", orphan), ("models", orphan_model), ("predictions", forgotten)] {
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(3), json!(3)),
+        "{body}"
+    );
+    for (table, id) in [
+        ("predictions", orphan),
+        ("models", orphan_model),
+        ("predictions", forgotten),
+    ] {
         let row = w.db.row(table, id).await;
         assert_eq!(row["status"], "aborted", "{table} {id}");
         assert_eq!(row["error"], "never started on Replicate");
@@ -636,7 +711,11 @@ async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
     assert_eq!(w.model_refunds(orphan_model).await, 1);
     assert_eq!(w.refunds(forgotten).await, 1);
     assert_eq!(w.db.row("predictions", young).await["status"], "pending");
-    assert_eq!(w.api.requests(), vec![format!("/v1/predictions/{rid}")], "orphans are not asked about");
+    assert_eq!(
+        w.api.requests(),
+        vec![format!("/v1/predictions/{rid}")],
+        "orphans are not asked about"
+    );
 
     // Nothing left, nothing refunded twice.
     let body = run_authorized(&w.reconcile()).await;
@@ -659,27 +738,44 @@ async fn a_webhook_during_the_run_still_refunds_once() {
         let handler = Arc::clone(&handler);
         async move { run_authorized(&handler).await }
     });
-    wait_until("reconcile asks Replicate", std::time::Duration::from_secs(20), || {
-        let asked = w.api.requests().contains(&path);
-        async move { asked }
-    })
+    wait_until(
+        "reconcile asks Replicate",
+        std::time::Duration::from_secs(20),
+        || {
+            let asked = w.api.requests().contains(&path);
+            async move { asked }
+        },
+    )
     .await;
     let webhook = Webhook::new(WebhookRoute::Unified, &settings());
     let response = webhook
-        .call(signed_post("/api/webhooks/replicate", &fixture("prediction_failed", &rid)))
+        .call(signed_post(
+            "/api/webhooks/replicate",
+            &fixture("prediction_failed", &rid),
+        ))
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(body_json(&response)["outcome"], "applied", "the webhook settles it");
+    assert_eq!(
+        body_json(&response)["outcome"],
+        "applied",
+        "the webhook settles it"
+    );
     assert_eq!(w.refunds(id).await, 1);
     release.notify_one();
 
     let body = run.await.expect("run");
-    assert_eq!((body["checked"].clone(), body["reconciled"].clone()), (json!(1), json!(0)), "{body}");
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(1), json!(0)),
+        "{body}"
+    );
     assert_eq!(w.refunds(id).await, 1, "refunded exactly once");
     assert_eq!(w.db.row("predictions", id).await["status"], "failed");
-    let events = w
-        .db
-        .select("webhook_events", &format!("webhook_id=eq.reconcile:{rid}:failed"))
+    let events =
+        w.db.select(
+            "webhook_events",
+            &format!("webhook_id=eq.reconcile:{rid}:failed"),
+        )
         .await;
     assert_eq!(events[0]["outcome"], "duplicate");
 }

@@ -18,7 +18,17 @@ async fn psql_on(database: &str, sql: &str) -> Result<String, String> {
         None => url,
     };
     let out = tokio::process::Command::new("psql")
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+            sql,
+        ])
         .output()
         .await
         .expect("psql runs");
@@ -52,11 +62,19 @@ async fn rpc(key: &str, function: &str, args: &Value) -> (u16, Value) {
 #[tokio::test]
 async fn the_database_schedule_calls_reconcile_every_minute_with_the_secret() {
     let service = stack_var("SUPABASE_SERVICE_ROLE_KEY");
-    let url = format!("https://app-{}.example/api/cron/reconcile", Uuid::new_v4().simple());
+    let url = format!(
+        "https://app-{}.example/api/cron/reconcile",
+        Uuid::new_v4().simple()
+    );
     let args = |secret: &str| json!({"p_url": url, "p_cron_secret": secret});
 
     // Only the service role may set it up.
-    let (status, _) = rpc(&stack_var("SUPABASE_ANON_KEY"), "schedule_reconcile", &args("x")).await;
+    let (status, _) = rpc(
+        &stack_var("SUPABASE_ANON_KEY"),
+        "schedule_reconcile",
+        &args("x"),
+    )
+    .await;
     assert!(matches!(status, 401 | 403), "anon: {status}");
     // Twice (a changed secret): still one job, sending the newest secret.
     let (status, first) = rpc(&service, "schedule_reconcile", &args("old-secret")).await;
@@ -73,10 +91,14 @@ async fn the_database_schedule_calls_reconcile_every_minute_with_the_secret() {
         "select headers ->> 'Authorization' from net.stand_in_requests \
          where url = '{url}' and method = 'POST' order by id limit 1"
     );
-    wait_until("pg_cron's run of the reconcile job", Duration::from_secs(90), || {
-        let sent = sent.clone();
-        async move { !psql(&sent).await.is_empty() }
-    })
+    wait_until(
+        "pg_cron's run of the reconcile job",
+        Duration::from_secs(90),
+        || {
+            let sent = sent.clone();
+            async move { !psql(&sent).await.is_empty() }
+        },
+    )
     .await;
     let header = psql(&sent).await;
     assert_eq!(header, "Bearer cron-db-secret");
@@ -138,6 +160,9 @@ async fn the_migrations_apply_without_pg_cron_pg_net_or_vault() {
     for what in ["pg_cron", "pg_net", "Vault", "Database > Extensions"] {
         assert!(refused.contains(what), "{what} in {refused}");
     }
-    assert!(!refused.contains("'s'"), "the secret is not echoed: {refused}");
+    assert!(
+        !refused.contains("'s'"),
+        "the secret is not echoed: {refused}"
+    );
     psql(&format!("drop database {name} with (force)")).await;
 }
