@@ -324,6 +324,14 @@ impl ReplicateApiConfig {
     }
 }
 
+/// Default `FUNCTION_TIMEOUT_SECONDS`: reconcile's `maxDuration` in `vercel.json`.
+pub const DEFAULT_FUNCTION_TIMEOUT_SECONDS: u64 = 300;
+
+/// How much of a run's time is kept back: one job's check may still be under way when the
+/// run stops taking jobs, and it must end before the platform stops the function. Half the
+/// time limit when that is shorter.
+pub const RECONCILE_TIME_MARGIN: Duration = Duration::from_secs(60);
+
 /// How much reconcile does per run.
 #[derive(Debug, Clone, Copy)]
 pub struct ReconcileLimits {
@@ -331,18 +339,38 @@ pub struct ReconcileLimits {
     pub after_seconds: u32,
     /// `RECONCILE_BATCH` (50): jobs per run.
     pub batch: u32,
-    /// `RECONCILE_MAX_AGE_SECONDS` (7 days): older jobs are left alone, so a job Replicate
-    /// has forgotten cannot be re-checked forever.
+    /// `RECONCILE_MAX_AGE_SECONDS` (7 days): a job older than this that Replicate does not
+    /// know (404) ends `aborted` and refunded, so it cannot be re-checked forever.
     pub max_age_seconds: u32,
+    /// `ORPHAN_AFTER_SECONDS` (1 day): a job that still has no Replicate id this long after
+    /// it was created (charged, then never started) ends `aborted` and refunded.
+    pub orphan_after_seconds: u32,
+    /// How long a run may take new jobs: `FUNCTION_TIMEOUT_SECONDS` (300, the route's
+    /// `maxDuration`) less [`RECONCILE_TIME_MARGIN`] (or half of it, when that is less).
+    pub time_budget: Duration,
 }
 
 impl ReconcileLimits {
-    /// Reads the three numbers, with their defaults.
+    /// Reads the numbers, with their defaults.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let timeout = number(
+            env,
+            "FUNCTION_TIMEOUT_SECONDS",
+            DEFAULT_FUNCTION_TIMEOUT_SECONDS,
+        )?;
+        if timeout == 0 {
+            return Err(ConfigError::Invalid {
+                name: "FUNCTION_TIMEOUT_SECONDS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let timeout = Duration::from_secs(timeout);
         Ok(Self {
             after_seconds: number(env, "RECONCILE_AFTER_SECONDS", 120)?,
             batch: number(env, "RECONCILE_BATCH", 50)?,
             max_age_seconds: number(env, "RECONCILE_MAX_AGE_SECONDS", 7 * 24 * 3600)?,
+            orphan_after_seconds: number(env, "ORPHAN_AFTER_SECONDS", 24 * 3600)?,
+            time_budget: timeout - RECONCILE_TIME_MARGIN.min(timeout / 2),
         })
     }
 }
@@ -630,6 +658,27 @@ mod tests {
             name: "CRON_SECRET",
             reason: "contains a control character".into()
         }));
+    }
+
+    #[test]
+    fn reconcile_limits_have_defaults_and_name_bad_values() {
+        let limits = ReconcileLimits::from_env(&[("RECONCILE_BATCH", "7")]).unwrap();
+        assert_eq!(limits.batch, 7);
+        assert_eq!(limits.orphan_after_seconds, 86_400);
+        assert_eq!(limits.time_budget, Duration::from_secs(240));
+        let short = ReconcileLimits::from_env(&[("FUNCTION_TIMEOUT_SECONDS", "10")]).unwrap();
+        assert_eq!(short.time_budget, Duration::from_secs(5));
+        for (name, value) in [
+            ("FUNCTION_TIMEOUT_SECONDS", "0"),
+            ("FUNCTION_TIMEOUT_SECONDS", "soon"),
+            ("ORPHAN_AFTER_SECONDS", "-1"),
+        ] {
+            let err = ReconcileLimits::from_env(&[(name, value)]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub struct ApplyEvent<'a> {
     /// The route recorded in `webhook_events`.
     #[serde(rename = "p_route")]
     pub route: &'a str,
-    /// Replicate's id for the job.
+    /// Replicate's id for the job; `None` for a job that never got one (reconcile ends
+    /// such orphans).
     #[serde(rename = "p_replicate_id")]
-    pub replicate_id: &'a str,
+    pub replicate_id: Option<&'a str>,
     /// The status Replicate reported.
     #[serde(rename = "p_status")]
     pub status: Status,
@@ -77,7 +78,7 @@ impl<'a> ApplyEvent<'a> {
             delivery,
             webhook_id,
             route,
-            replicate_id: &delivery.id,
+            replicate_id: Some(&delivery.id),
             status: delivery.status,
             job,
             output: OutputJson::Received(delivery.output.raw()),
@@ -172,10 +173,20 @@ pub struct QuietJob {
     pub job_id: Uuid,
     /// The job's owner.
     pub user_id: Uuid,
-    /// Replicate's id.
-    pub replicate_id: String,
+    /// Replicate's id; `None` for an orphan (charged, never started on Replicate).
+    pub replicate_id: Option<String>,
     /// The stored status.
     pub status: Status,
+}
+
+/// What a failed check left on the job: reconcile looks again after `next_check_at`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Backoff {
+    /// Failed checks in a row.
+    pub attempts: u32,
+    /// No check before then.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_check_at: OffsetDateTime,
 }
 
 impl QuietJob {
@@ -368,7 +379,53 @@ impl Store {
         self.rpc("stale_replicate_jobs", &args).await
     }
 
-    /// Moves a job's `updated_at` to now, so reconcile waits another quiet period.
+    /// Reconcile's second list: orphans (no Replicate id) created more than
+    /// `orphan_after_seconds` ago, and jobs with a Replicate id created `max_age_seconds` ago
+    /// or earlier and quiet for `after_seconds`; not terminal, next check due, oldest first.
+    pub async fn lost_jobs(
+        &self,
+        after_seconds: u32,
+        max_age_seconds: u32,
+        orphan_after_seconds: u32,
+        limit: u32,
+    ) -> Result<Vec<QuietJob>, StoreError> {
+        #[derive(Serialize)]
+        struct Args {
+            p_older_than_seconds: u32,
+            p_max_age_seconds: u32,
+            p_orphan_after_seconds: u32,
+            p_limit: u32,
+        }
+        let args = Args {
+            p_older_than_seconds: after_seconds,
+            p_max_age_seconds: max_age_seconds,
+            p_orphan_after_seconds: orphan_after_seconds,
+            p_limit: limit,
+        };
+        self.rpc("lost_replicate_jobs", &args).await
+    }
+
+    /// Records a failed check: one more attempt, and no check before a growing delay
+    /// (`None` when the job is gone).
+    pub async fn check_failed(
+        &self,
+        kind: JobKind,
+        id: Uuid,
+    ) -> Result<Option<Backoff>, StoreError> {
+        #[derive(Serialize)]
+        struct Args {
+            p_job_kind: JobKind,
+            p_job_id: Uuid,
+        }
+        let args = Args {
+            p_job_kind: kind,
+            p_job_id: id,
+        };
+        self.rpc("reconcile_check_failed", &args).await
+    }
+
+    /// Moves a job's `updated_at` to now, so reconcile waits another quiet period, and
+    /// clears its backoff (the check worked).
     pub async fn touch(&self, kind: JobKind, id: Uuid) -> Result<(), StoreError> {
         #[derive(Serialize)]
         struct Args {

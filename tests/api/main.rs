@@ -12,6 +12,7 @@ mod lambda;
 mod lambda_emulator;
 mod outputs;
 mod reconcile;
+mod schedule;
 mod standin;
 mod state;
 mod vercel;

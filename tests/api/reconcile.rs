@@ -406,3 +406,376 @@ async fn an_email_service_that_is_down_never_fails_the_webhook() {
     assert_eq!(body["outcome"], "applied");
     assert_eq!(db.row("models", model).await["status"], "canceled");
 }
+
+impl World {
+    /// Reconcile with `changes` on top of [`World::reconcile`]'s settings.
+    fn reconcile_with(&self, changes: &[(&str, &str)]) -> Reconcile {
+        let mut all = vec![
+            ("REPLICATE_API_URL", self.api.base.as_str()),
+            ("REPLICATE_API_TOKEN", "r8_test_token"),
+            ("CRON_SECRET", CRON_SECRET),
+            ("RECONCILE_AFTER_SECONDS", "3600"),
+            ("OUTPUT_HOSTS", self.files.base.as_str()),
+        ];
+        all.extend_from_slice(changes);
+        Reconcile::new(&settings_with(&all))
+    }
+
+    /// A row of `table` with `fields`, created `created` ago and last changed `updated` ago.
+    async fn aged(
+        &self,
+        table: &str,
+        fields: Value,
+        created: time::Duration,
+        updated: time::Duration,
+    ) -> Uuid {
+        let id = Uuid::new_v4();
+        let now = OffsetDateTime::now_utc();
+        let mut row = json!({"id": id, "user_id": self.user,
+                             "created_at": (now - created).format(&Rfc3339).expect("time"),
+                             "updated_at": (now - updated).format(&Rfc3339).expect("time")});
+        for (k, v) in fields.as_object().expect("fields") {
+            row[k] = v.clone();
+        }
+        self.db.insert(table, &row).await;
+        id
+    }
+
+    /// A training that Replicate started two hours ago and we last heard of then.
+    async fn quiet_training(&self, credits: i32) -> (Uuid, String) {
+        let rid = replicate_id();
+        let id = self
+            .aged(
+                "models",
+                json!({"status": "processing", "credits_cost": credits, "replicate_training_id": rid}),
+                time::Duration::hours(2),
+                time::Duration::hours(2),
+            )
+            .await;
+        (id, rid)
+    }
+
+    /// A quiet prediction last heard of `hours` ago (the list is ordered by that).
+    async fn quiet_prediction_since(&self, hours: i64, credits: i32) -> (Uuid, String) {
+        let rid = replicate_id();
+        let id = self
+            .aged(
+                "predictions",
+                json!({"status": "processing", "credits_cost": credits, "replicate_prediction_id": rid}),
+                time::Duration::hours(hours),
+                time::Duration::hours(hours),
+            )
+            .await;
+        (id, rid)
+    }
+
+    async fn model_refunds(&self, model: Uuid) -> usize {
+        self.db
+            .select("credit_ledger", &format!("model_id=eq.{model}"))
+            .await
+            .len()
+    }
+
+    /// Ends a job a test left unfinished, so the next test's run does not find it.
+    async fn settle(&self, table: &str, id: Uuid) {
+        let changed = self
+            .db
+            .try_change(
+                reqwest::Method::PATCH,
+                table,
+                &format!("id=eq.{id}"),
+                &json!({"status": "canceled"}),
+            )
+            .await;
+        assert_eq!((changed.status, changed.rows), (200, 1));
+    }
+}
+
+#[tokio::test]
+async fn expired_outputs_are_never_a_success_even_when_output_is_null() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let resend = StandIn::start().await;
+    resend.set_json("/emails", 200, &json!({"id": "email-1"}));
+    // An hour after the end Replicate shows data_removed and a null output.
+    let (prediction, prid) = w.quiet_prediction(4).await;
+    w.replicate_says(&prid, "prediction_succeeded_url_list", |b| {
+        b["data_removed"] = json!(true);
+        b["output"] = Value::Null;
+    });
+    let (model, mrid) = w.quiet_training(9).await;
+    let mut body = fixture("training_succeeded", &mrid);
+    body["data_removed"] = json!(true);
+    body["output"] = Value::Null;
+    w.api.set_json(&format!("/v1/trainings/{mrid}"), 200, &body);
+
+    let handler = w.reconcile_with(&[
+        ("RESEND_API_KEY", "re_test"),
+        ("RESEND_API_URL", &resend.base),
+    ]);
+    let body = run_authorized(&handler).await;
+    assert_eq!(
+        (body["reconciled"].clone(), body["failed"].clone()),
+        (json!(2), json!(0)),
+        "{body}"
+    );
+    for (table, id) in [("predictions", prediction), ("models", model)] {
+        let row = w.db.row(table, id).await;
+        assert_eq!(row["status"], "failed", "{table}");
+        assert_eq!(
+            row["error"], "outputs expired before they were stored",
+            "{table}"
+        );
+    }
+    assert_eq!(w.refunds(prediction).await, 1);
+    assert_eq!(w.model_refunds(model).await, 1);
+    let sent = resend.received();
+    assert_eq!(sent.len(), 1, "one email, for the model");
+    let email: Value = serde_json::from_slice(&sent[0].body).expect("JSON");
+    let subject = email["subject"].as_str().expect("subject");
+    assert!(
+        subject.contains("failed"),
+        "not a 'model ready' email: {subject}"
+    );
+    assert!(w.files.requests().is_empty(), "nothing to fetch");
+}
+
+#[tokio::test]
+async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    // Two jobs whose check keeps failing (5xx), quieter than the lost webhook behind them.
+    let mut bad = Vec::new();
+    for _ in 0..2 {
+        let (id, rid) = w.quiet_prediction_since(5, 1).await;
+        w.api.set_json(
+            &format!("/v1/predictions/{rid}"),
+            502,
+            &json!({"detail": "bad gateway"}),
+        );
+        bad.push((id, rid));
+    }
+    let (good, good_rid) = w.quiet_prediction_since(3, 2).await;
+    w.replicate_says(&good_rid, "prediction_failed", |_| {});
+    let handler = w.reconcile_with(&[("RECONCILE_BATCH", "2")]);
+
+    let body = run_authorized(&handler).await;
+    assert_eq!(
+        (
+            body["checked"].clone(),
+            body["reconciled"].clone(),
+            body["failed"].clone()
+        ),
+        (json!(2), json!(0), json!(2)),
+        "{body}"
+    );
+    for (id, _) in &bad {
+        let row = w.db.row("predictions", *id).await;
+        assert_eq!(row["reconcile_attempts"], 1);
+        let next = OffsetDateTime::parse(row["next_check_at"].as_str().expect("set"), &Rfc3339)
+            .expect("time");
+        assert!(next > OffsetDateTime::now_utc(), "the next check waits");
+        assert_eq!(row["status"], "processing");
+    }
+
+    // The next run skips them: the lost webhook is finished.
+    let body = run_authorized(&handler).await;
+    assert_eq!(
+        (
+            body["checked"].clone(),
+            body["reconciled"].clone(),
+            body["failed"].clone()
+        ),
+        (json!(1), json!(1), json!(0)),
+        "{body}"
+    );
+    assert_eq!(w.db.row("predictions", good).await["status"], "failed");
+    assert_eq!(w.refunds(good).await, 1);
+    let asked = w.api.requests();
+    assert_eq!(asked.iter().filter(|p| p.ends_with(&good_rid)).count(), 1);
+    for (id, rid) in &bad {
+        assert_eq!(
+            asked.iter().filter(|p| p.ends_with(rid.as_str())).count(),
+            1,
+            "asked once"
+        );
+        w.settle("predictions", *id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_stops_taking_jobs_before_its_time_limit() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    // The first job's answer never comes (the API client gives up after its timeout, longer
+    // than this run's whole budget); the second would be quick.
+    let (slow, slow_rid) = w.quiet_prediction_since(5, 1).await;
+    let release = w.api.hold(&format!("/v1/predictions/{slow_rid}"));
+    let (next, next_rid) = w.quiet_prediction_since(3, 1).await;
+    w.replicate_says(&next_rid, "prediction_failed", |_| {});
+
+    let handler = w.reconcile_with(&[("FUNCTION_TIMEOUT_SECONDS", "1")]);
+    let body = run_authorized(&handler).await;
+    assert_eq!(
+        (
+            body["checked"].clone(),
+            body["failed"].clone(),
+            body["out_of_time"].clone()
+        ),
+        (json!(1), json!(1), json!(true)),
+        "{body}"
+    );
+    assert_eq!(
+        w.db.row("predictions", next).await["status"],
+        "processing",
+        "not taken"
+    );
+    assert!(!w.api.requests().iter().any(|p| p.ends_with(&next_rid)));
+    release.notify_waiters();
+
+    // With time to spare, the next run takes it (the slow one is backing off).
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(1), json!(1)),
+        "{body}"
+    );
+    assert_eq!(w.refunds(next).await, 1);
+    w.settle("predictions", slow).await;
+}
+
+#[tokio::test]
+async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let day = time::Duration::days(1);
+    let hour = time::Duration::hours(1);
+    // Charged two days ago, never got a Replicate id.
+    let orphan = w
+        .aged(
+            "predictions",
+            json!({"status": "pending", "credits_cost": 3}),
+            day * 2,
+            day * 2,
+        )
+        .await;
+    let orphan_model = w
+        .aged(
+            "models",
+            json!({"status": "pending", "credits_cost": 8}),
+            day * 2,
+            day * 2,
+        )
+        .await;
+    // Charged an hour ago: creating it may still be under way.
+    let young = w
+        .aged(
+            "predictions",
+            json!({"status": "pending", "credits_cost": 3}),
+            hour,
+            hour,
+        )
+        .await;
+    // Past the max age and Replicate still answers 404.
+    let rid = replicate_id();
+    let forgotten = w
+        .aged(
+            "predictions",
+            json!({"status": "starting", "credits_cost": 6, "replicate_prediction_id": rid}),
+            day * 8,
+            hour * 2,
+        )
+        .await;
+    w.api.set_json(
+        &format!("/v1/predictions/{rid}"),
+        404,
+        &json!({"detail": "Not found."}),
+    );
+
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(3), json!(3)),
+        "{body}"
+    );
+    for (table, id) in [
+        ("predictions", orphan),
+        ("models", orphan_model),
+        ("predictions", forgotten),
+    ] {
+        let row = w.db.row(table, id).await;
+        assert_eq!(row["status"], "aborted", "{table} {id}");
+        assert_eq!(row["error"], "never started on Replicate");
+    }
+    assert_eq!(w.refunds(orphan).await, 1);
+    assert_eq!(w.model_refunds(orphan_model).await, 1);
+    assert_eq!(w.refunds(forgotten).await, 1);
+    assert_eq!(w.db.row("predictions", young).await["status"], "pending");
+    assert_eq!(
+        w.api.requests(),
+        vec![format!("/v1/predictions/{rid}")],
+        "orphans are not asked about"
+    );
+
+    // Nothing left, nothing refunded twice.
+    let body = run_authorized(&w.reconcile()).await;
+    assert_eq!(body["checked"], 0, "{body}");
+    assert_eq!(w.refunds(orphan).await, 1);
+    w.settle("predictions", young).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_during_the_run_still_refunds_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let w = World::new().await;
+    let (id, rid) = w.quiet_prediction(7).await;
+    let path = format!("/v1/predictions/{rid}");
+    w.replicate_says(&rid, "prediction_failed", |_| {});
+    // Reconcile's question is held until the webhook has been applied.
+    let release = w.api.hold(&path);
+    let handler = Arc::new(w.reconcile());
+    let run = tokio::spawn({
+        let handler = Arc::clone(&handler);
+        async move { run_authorized(&handler).await }
+    });
+    wait_until(
+        "reconcile asks Replicate",
+        std::time::Duration::from_secs(20),
+        || {
+            let asked = w.api.requests().contains(&path);
+            async move { asked }
+        },
+    )
+    .await;
+    let webhook = Webhook::new(WebhookRoute::Unified, &settings());
+    let response = webhook
+        .call(signed_post(
+            "/api/webhooks/replicate",
+            &fixture("prediction_failed", &rid),
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        body_json(&response)["outcome"],
+        "applied",
+        "the webhook settles it"
+    );
+    assert_eq!(w.refunds(id).await, 1);
+    release.notify_one();
+
+    let body = run.await.expect("run");
+    assert_eq!(
+        (body["checked"].clone(), body["reconciled"].clone()),
+        (json!(1), json!(0)),
+        "{body}"
+    );
+    assert_eq!(w.refunds(id).await, 1, "refunded exactly once");
+    assert_eq!(w.db.row("predictions", id).await["status"], "failed");
+    let events =
+        w.db.select(
+            "webhook_events",
+            &format!("webhook_id=eq.reconcile:{rid}:failed"),
+        )
+        .await;
+    assert_eq!(events[0]["outcome"], "duplicate");
+}

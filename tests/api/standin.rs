@@ -136,6 +136,17 @@ impl StandIn {
         (url, release)
     }
 
+    /// Holds every request to `path` until the returned handle is notified (each request
+    /// waits for one notification), as a slow upstream would.
+    pub fn hold(&self, path: &str) -> Arc<tokio::sync::Notify> {
+        let release = Arc::new(tokio::sync::Notify::new());
+        self.holds
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), Arc::clone(&release));
+        release
+    }
+
     /// Answers requests to `path` with `status`, `content_type` and `body`.
     pub fn set(&self, path: &str, status: u16, content_type: &str, body: &[u8]) {
         self.files.lock().expect("lock").insert(

@@ -4,6 +4,11 @@
 //! about an hour. On a schedule (or with `Authorization: Bearer $CRON_SECRET`), this asks
 //! Replicate's API about jobs that have been quiet too long and applies what it says through
 //! the same path as a webhook: files copied, refund once, outcome `reconciled`.
+//!
+//! Every charged job settles: a success whose outputs are gone ends failed and refunded; a
+//! job that never got a Replicate id, or that Replicate still does not know once it is old,
+//! ends aborted and refunded; a check that fails backs the job off (growing delays) instead
+//! of heading every batch; and a run stops taking jobs before the function's time limit.
 
 use crate::apply::Services;
 use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret};
@@ -19,9 +24,15 @@ use crate::store::{ApplyEvent, QuietJob};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
+use std::time::Instant;
+use time::format_description::well_known::Rfc3339;
 
 /// The error a job ends with when Replicate deleted its files before we stored them.
 pub const EXPIRED: &str = "outputs expired before they were stored";
+
+/// The error a job ends with when it never got a Replicate id, or Replicate still does not
+/// know it after `RECONCILE_MAX_AGE_SECONDS`.
+pub const NEVER_STARTED: &str = "never started on Replicate";
 
 /// The reconcile route's handler.
 #[derive(Debug)]
@@ -38,12 +49,23 @@ struct Ready {
     services: Services,
 }
 
+/// Which list a job came from, which decides what Replicate's 404 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    /// Younger than `RECONCILE_MAX_AGE_SECONDS`: a 404 may still pass (look again later).
+    Young,
+    /// Older: Replicate has had all the time it needs, so a 404 ends the job.
+    Old,
+}
+
 /// What one job's check came to.
 enum Checked {
-    /// Replicate's state was applied and changed the job.
+    /// The job was settled by this run.
     Reconciled,
-    /// Nothing to change, or a problem that was logged; the run goes on.
+    /// Nothing to change yet; the job waits another quiet period.
     Unchanged,
+    /// The check did not work (API, files, store): the job backs off; the run goes on.
+    Failed(String),
     /// Replicate asked us to slow down: the run ends here.
     RateLimited,
 }
@@ -54,7 +76,9 @@ struct Summary {
     ok: bool,
     checked: u32,
     reconciled: u32,
+    failed: u32,
     rate_limited: bool,
+    out_of_time: bool,
 }
 
 impl Reconcile {
@@ -91,32 +115,49 @@ impl Ready {
     async fn run(&self, log: &mut LogFields) -> Result<Response<Bytes>, ApiError> {
         let ready = self;
         let limits = ready.limits;
-        let jobs = ready
-            .services
-            .store()
-            .quiet_jobs(limits.after_seconds, limits.max_age_seconds, limits.batch)
-            .await?;
-
+        let deadline = Instant::now() + limits.time_budget;
         let mut summary = Summary {
             ok: true,
             checked: 0,
             reconciled: 0,
+            failed: 0,
             rate_limited: false,
+            out_of_time: false,
         };
-        for job in &jobs {
-            summary.checked += 1;
-            match ready.check(job).await {
-                Checked::Reconciled => summary.reconciled += 1,
-                Checked::Unchanged => {}
-                Checked::RateLimited => {
-                    summary.rate_limited = true;
-                    break;
-                }
-            }
+
+        // Lost webhooks first: their files expire within the hour. Orphans and old jobs,
+        // which have waited a day or more already, take what is left of the batch.
+        let store = ready.services.store();
+        let jobs = store
+            .quiet_jobs(limits.after_seconds, limits.max_age_seconds, limits.batch)
+            .await?;
+        let go_on = ready
+            .check_all(&jobs, Age::Young, deadline, &mut summary)
+            .await;
+        let left = limits.batch.saturating_sub(summary.checked);
+        if go_on && left > 0 {
+            let lost = store
+                .lost_jobs(
+                    limits.after_seconds,
+                    limits.max_age_seconds,
+                    limits.orphan_after_seconds,
+                    left,
+                )
+                .await?;
+            ready
+                .check_all(&lost, Age::Old, deadline, &mut summary)
+                .await;
         }
         log.outcome = Some(format!(
-            "checked {}, reconciled {}",
-            summary.checked, summary.reconciled
+            "checked {}, reconciled {}, failed {}{}",
+            summary.checked,
+            summary.reconciled,
+            summary.failed,
+            if summary.out_of_time {
+                ", stopped before the time limit"
+            } else {
+                ""
+            }
         ));
         Ok(respond::json(StatusCode::OK, &summary))
     }
@@ -140,10 +181,48 @@ impl Ready {
         }
     }
 
-    async fn check(&self, job: &QuietJob) -> Checked {
-        let found = match self.api.get(job.job.kind(), &job.replicate_id).await {
+    /// Checks `jobs` in order until the list ends, Replicate rate-limits us or the time is
+    /// up; returns whether the run may go on.
+    async fn check_all(
+        &self,
+        jobs: &[QuietJob],
+        age: Age,
+        deadline: Instant,
+        summary: &mut Summary,
+    ) -> bool {
+        for job in jobs {
+            // A check can take a while (copying files); none starts that might not end
+            // before the platform stops the function.
+            if Instant::now() >= deadline {
+                summary.out_of_time = true;
+                return false;
+            }
+            summary.checked += 1;
+            match self.check(job, age).await {
+                Checked::Reconciled => summary.reconciled += 1,
+                Checked::Unchanged => {}
+                Checked::Failed(reason) => {
+                    summary.failed += 1;
+                    self.back_off(job, &reason).await;
+                }
+                Checked::RateLimited => {
+                    summary.rate_limited = true;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn check(&self, job: &QuietJob, age: Age) -> Checked {
+        let Some(replicate_id) = job.replicate_id.as_deref() else {
+            // Charged, but creating it on Replicate failed: nothing will ever report on it.
+            return self.abort(job).await;
+        };
+        let found = match self.api.get(job.job.kind(), replicate_id).await {
             Ok(Lookup::Found(body)) => body,
             Ok(Lookup::RateLimited) => return Checked::RateLimited,
+            Ok(Lookup::NotFound) if age == Age::Old => return self.abort(job).await,
             Ok(Lookup::NotFound) => {
                 self.note(
                     job,
@@ -152,28 +231,17 @@ impl Ready {
                 self.wait_longer(job).await;
                 return Checked::Unchanged;
             }
-            Err(e) => {
-                self.note(job, &e.to_string());
-                return Checked::Unchanged;
-            }
+            Err(e) => return Checked::Failed(e.to_string()),
         };
         let delivery = match Delivery::from_api(&found) {
-            Ok(d) if d.id == job.replicate_id => d,
-            Ok(_) => {
-                self.note(job, "Replicate answered with another job's id");
-                self.wait_longer(job).await;
-                return Checked::Unchanged;
-            }
-            Err(e) => {
-                self.note(job, &format!("Replicate's answer is unusable: {e}"));
-                self.wait_longer(job).await;
-                return Checked::Unchanged;
-            }
+            Ok(d) if d.id == replicate_id => d,
+            Ok(_) => return Checked::Failed("Replicate answered with another job's id".into()),
+            Err(e) => return Checked::Failed(format!("Replicate's answer is unusable: {e}")),
         };
         let owned = job.owned();
-        let files_gone = delivery.status == Status::Succeeded
-            && delivery.data_removed
-            && !delivery.output.files().is_empty();
+        // data_removed on a success means its outputs are gone, whatever `output` still
+        // holds (null, or URLs that no longer answer): never a success with nothing stored.
+        let files_gone = delivery.status == Status::Succeeded && delivery.data_removed;
         let result = if files_gone {
             self.expire(owned, &delivery).await
         } else {
@@ -185,14 +253,12 @@ impl Ready {
         match result {
             Ok(Outcome::Reconciled) if delivery.status.is_terminal() => Checked::Reconciled,
             Ok(_) => {
-                // Still running (or nothing new): look again after another quiet period.
+                // Still running (or settled by a webhook meanwhile): look again after
+                // another quiet period.
                 self.wait_longer(job).await;
                 Checked::Unchanged
             }
-            Err(e) => {
-                self.note(job, &e.to_string());
-                Checked::Unchanged
-            }
+            Err(e) => Checked::Failed(e.to_string()),
         }
     }
 
@@ -213,6 +279,34 @@ impl Ready {
         self.apply(job, &failed).await
     }
 
+    /// The job never ran on Replicate (no id, or unknown there long after): it ends
+    /// aborted, and is refunded, through the same call as any event (refund at most once).
+    async fn abort(&self, job: &QuietJob) -> Checked {
+        let replicate_id = job.replicate_id.as_deref();
+        let aborted = Delivery {
+            id: replicate_id.unwrap_or_default().to_owned(),
+            status: Status::Aborted,
+            output: Output::none(),
+            error: Some(NEVER_STARTED.into()),
+            metrics: None,
+            started_at: None,
+            completed_at: None,
+            data_removed: false,
+        };
+        let id = match replicate_id {
+            Some(rid) => format!("reconcile:{rid}:aborted"),
+            None => format!("reconcile:orphan:{}:aborted", job.job_id),
+        };
+        let mut event =
+            ApplyEvent::new(&id, "reconcile", job.owned(), &aborted, Outcome::Reconciled);
+        event.replicate_id = replicate_id;
+        match self.services.apply(event).await {
+            Ok(applied) if applied.outcome == Outcome::Reconciled => Checked::Reconciled,
+            Ok(_) => Checked::Unchanged,
+            Err(e) => Checked::Failed(e.to_string()),
+        }
+    }
+
     async fn wait_longer(&self, job: &QuietJob) {
         let touched = self
             .services
@@ -224,11 +318,36 @@ impl Ready {
         }
     }
 
+    /// Logs a failed check and delays the job's next one, so it cannot fill later batches.
+    async fn back_off(&self, job: &QuietJob, reason: &str) {
+        let backoff = self
+            .services
+            .store()
+            .check_failed(job.job.kind(), job.job_id)
+            .await;
+        let then = match backoff {
+            Ok(Some(b)) => format!(
+                "attempt {}, next check after {}",
+                b.attempts,
+                b.next_check_at
+                    .format(&Rfc3339)
+                    .unwrap_or_else(|_| "a delay".into())
+            ),
+            Ok(None) => "the job is gone".into(),
+            Err(e) => format!("backoff not recorded: {e}"),
+        };
+        self.note(job, &format!("check failed: {reason}; {then}"));
+    }
+
     fn note(&self, job: &QuietJob, message: &str) {
         logging::event(
             "warn",
             "reconcile",
-            &format!("job {} ({}): {message}", job.job_id, job.replicate_id),
+            &format!(
+                "job {} ({}): {message}",
+                job.job_id,
+                job.replicate_id.as_deref().unwrap_or("no Replicate id")
+            ),
         );
     }
 }

@@ -13,6 +13,10 @@ insert into rpc values
   ('public.find_replicate_job(text, text, uuid, uuid)'),
   ('public.stale_replicate_jobs(integer, integer, integer)'),
   ('public.touch_replicate_job(text, uuid)'),
+  ('public.lost_replicate_jobs(integer, integer, integer, integer)'),
+  ('public.reconcile_check_failed(text, uuid)'),
+  ('public.schedule_reconcile(text, text, text)'),
+  ('public.unschedule_reconcile()'),
   ('public.note_replicate_event(text, text)');
 
 -- functions
