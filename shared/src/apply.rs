@@ -3,6 +3,7 @@
 //! database transaction, then tell the owner.
 
 use crate::config::ApplyConfig;
+use crate::deadline::Deadline;
 use crate::email::Mailer;
 use crate::error::ApiError;
 use crate::job::{Job, JobKind};
@@ -62,14 +63,23 @@ impl Services {
     /// Applies one event: files first (a succeeded job is never recorded with Replicate's
     /// expiring URLs), then the database, in one transaction; then tells the owner of a
     /// model that just finished.
-    pub async fn apply(&self, event: ApplyEvent<'_>) -> Result<Applied, ApiError> {
+    /// Nothing runs past `deadline`'s working time.
+    pub async fn apply(
+        &self,
+        event: ApplyEvent<'_>,
+        deadline: Deadline,
+    ) -> Result<Applied, ApiError> {
         let route = event.route;
-        let applied = self.apply_quietly(event).await?;
+        let applied = self.apply_quietly(event, deadline).await?;
         self.notify(route, &applied).await;
         Ok(applied)
     }
 
-    async fn apply_quietly(&self, mut event: ApplyEvent<'_>) -> Result<Applied, ApiError> {
+    async fn apply_quietly(
+        &self,
+        event: ApplyEvent<'_>,
+        deadline: Deadline,
+    ) -> Result<Applied, ApiError> {
         let store = self.store();
         let d = event.delivery;
         let output = match d.output.tree() {
@@ -85,9 +95,18 @@ impl Services {
             return Ok(store.apply(&event).await?);
         }
         let kind = found.job.kind();
-        let stored = self
-            .copier()?
-            .copy_all(
+        // One copy per job at a time: a retry arriving during a long copy answers 503 at
+        // once (Replicate tries again later and then finds the job done) instead of
+        // downloading everything a second time. The lease ends with this invocation's time,
+        // so a function killed mid-copy holds nobody back for long.
+        let holder = format!("{}:{}", event.route, uuid::Uuid::new_v4());
+        let lease = deadline.remaining().as_secs().saturating_add(5);
+        let lease = u32::try_from(lease).unwrap_or(u32::MAX);
+        if !store.claim_copy(kind, found.job_id, &holder, lease).await? {
+            return Err(ApiError::CopyInProgress);
+        }
+        let copied = self.copier().map_err(ApiError::from).map(|copier| {
+            copier.copy_all(
                 Destination {
                     kind,
                     user_id: found.user_id,
@@ -95,8 +114,23 @@ impl Services {
                 },
                 output,
                 d.output.files(),
+                deadline.work_until(),
             )
-            .await?;
+        });
+        let stored = match copied {
+            Ok(copy) => copy.await.map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                // Give the job back at once, so a retry need not wait for the lease.
+                let _ = store.release_copy(kind, found.job_id, &holder).await;
+                return Err(e);
+            }
+        };
+        // A new binding, whose borrows may be as short as `stored`'s.
+        let mut event = event;
         event.output = OutputJson::Rewritten(&stored.output);
         event.output_urls = Some(&stored.urls);
         // Only stored weights: a URL kept as received will expire with Replicate's files.

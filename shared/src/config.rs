@@ -327,6 +327,23 @@ impl ReplicateApiConfig {
 /// Default `FUNCTION_TIMEOUT_SECONDS`: reconcile's `maxDuration` in `vercel.json`.
 pub const DEFAULT_FUNCTION_TIMEOUT_SECONDS: u64 = 300;
 
+/// Reads `FUNCTION_TIMEOUT_SECONDS`: the time limit of `route` outside Lambda (whose
+/// invocations carry their own deadline), default the route's `maxDuration` in the route
+/// table (which `vercel.json` must match).
+pub fn function_timeout(env: &impl Env, route: &str) -> Result<Duration, ConfigError> {
+    let default = crate::routes::table::by_bin(route)
+        .map_or(DEFAULT_FUNCTION_TIMEOUT_SECONDS, |r| {
+            u64::from(r.max_duration_seconds)
+        });
+    match number(env, "FUNCTION_TIMEOUT_SECONDS", default)? {
+        0 => Err(ConfigError::Invalid {
+            name: "FUNCTION_TIMEOUT_SECONDS",
+            reason: "must be at least 1".into(),
+        }),
+        seconds => Ok(Duration::from_secs(seconds)),
+    }
+}
+
 /// How much of a run's time is kept back: one job's check may still be under way when the
 /// run stops taking jobs, and it must end before the platform stops the function. Half the
 /// time limit when that is shorter.
@@ -348,29 +365,21 @@ pub struct ReconcileLimits {
     /// How long a run may take new jobs: `FUNCTION_TIMEOUT_SECONDS` (300, the route's
     /// `maxDuration`) less [`RECONCILE_TIME_MARGIN`] (or half of it, when that is less).
     pub time_budget: Duration,
+    /// The function's whole time limit, `FUNCTION_TIMEOUT_SECONDS` (outside Lambda).
+    pub time_limit: Duration,
 }
 
 impl ReconcileLimits {
     /// Reads the numbers, with their defaults.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let timeout = number(
-            env,
-            "FUNCTION_TIMEOUT_SECONDS",
-            DEFAULT_FUNCTION_TIMEOUT_SECONDS,
-        )?;
-        if timeout == 0 {
-            return Err(ConfigError::Invalid {
-                name: "FUNCTION_TIMEOUT_SECONDS",
-                reason: "must be at least 1".into(),
-            });
-        }
-        let timeout = Duration::from_secs(timeout);
+        let timeout = function_timeout(env, "reconcile")?;
         Ok(Self {
             after_seconds: number(env, "RECONCILE_AFTER_SECONDS", 120)?,
             batch: number(env, "RECONCILE_BATCH", 50)?,
             max_age_seconds: number(env, "RECONCILE_MAX_AGE_SECONDS", 7 * 24 * 3600)?,
             orphan_after_seconds: number(env, "ORPHAN_AFTER_SECONDS", 24 * 3600)?,
             time_budget: timeout - RECONCILE_TIME_MARGIN.min(timeout / 2),
+            time_limit: timeout,
         })
     }
 }

@@ -53,6 +53,15 @@ pub enum ApiError {
     /// An output file could not be copied; the job was not marked succeeded.
     #[error("{0}; the job was not marked succeeded")]
     Copy(#[from] CopyError),
+    /// Another delivery (Replicate's retry, or reconcile) is copying this job's files now.
+    #[error("the job's output files are being copied by another delivery; try again later")]
+    CopyInProgress,
+    /// The work did not finish inside the function's time limit; it stopped cleanly.
+    #[error("the delivery could not be finished within the function's time limit; try again later")]
+    OutOfTime {
+        /// What was left undone, for the log line.
+        left: &'static str,
+    },
 }
 
 impl ApiError {
@@ -66,9 +75,12 @@ impl ApiError {
             Self::JobNotFound { .. } => StatusCode::NOT_FOUND,
             // A missing variable is an outage of this deployment, not a bug: 503 makes
             // Replicate retry the terminal event, which then lands once it is fixed.
-            Self::Config(_) | Self::Store(_) | Self::Storage(_) | Self::Copy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Config(_)
+            | Self::Store(_)
+            | Self::Storage(_)
+            | Self::Copy(_)
+            | Self::CopyInProgress
+            | Self::OutOfTime { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,6 +91,7 @@ impl ApiError {
         match self {
             Self::Store(e) => Some(e.to_string()),
             Self::Copy(e) => Some(e.to_string()),
+            Self::OutOfTime { left } => Some(format!("left undone: {left}")),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod deadline;
 pub mod email;
 pub mod error;
 pub mod job;

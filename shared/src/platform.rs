@@ -7,13 +7,14 @@
 //! write the request's log line.
 
 use crate::config::{ConfigError, ProcessEnv};
+use crate::deadline::Deadline;
 use crate::logging::{self, LogFields, RequestSummary};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Limited};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A boxed error from a platform runtime.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,6 +29,13 @@ pub trait Handler: Send + Sync + 'static {
     fn body_limit(&self) -> Option<usize>;
     /// Why the route cannot work, when its configuration is invalid (logged at start).
     fn config_error(&self) -> Option<&ConfigError>;
+    /// The route's time limit where the platform does not say it per request (Vercel, the
+    /// dev server): the route's `maxDuration`, unless configured otherwise.
+    fn time_limit(&self) -> Duration {
+        crate::routes::table::by_bin(self.name()).map_or(Duration::from_secs(300), |r| {
+            Duration::from_secs(u64::from(r.max_duration_seconds))
+        })
+    }
     /// Answers one request, noting in `log` what the request's log line should say.
     /// Never panics; every failure is an answer.
     fn handle(
@@ -40,6 +48,45 @@ pub trait Handler: Send + Sync + 'static {
 /// The body limit of routes that take no body worth reading (health, reconcile): enough
 /// for any client's empty or small POST.
 pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Runs work that must finish even if the caller hangs up (Replicate gives up waiting after
+/// a few seconds): on Vercel it is registered with the runtime's `wait_until`, which keeps
+/// the instance alive after the answer until the work settles (within `maxDuration`);
+/// elsewhere it is a task of its own (a Lambda invocation runs until the handler answers,
+/// and a long-running server keeps its tasks). The adapters put one in each request's
+/// extensions; without one, work is a plain task.
+#[derive(Clone, Default)]
+pub struct Background(Option<vercel_runtime::AppState>);
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Background(wait_until)"
+        } else {
+            "Background(task)"
+        })
+    }
+}
+
+impl Background {
+    /// Starts `work` now; its result arrives on the returned channel (closed if the work
+    /// panicked).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::sync::oneshot::Receiver<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let work = async move {
+            // The caller may have gone; the work is what matters.
+            let _ = done.send(work.await);
+        };
+        match &self.0 {
+            Some(state) => state.wait_until(work),
+            None => drop(tokio::spawn(work)),
+        }
+        result
+    }
+}
 
 /// Marks a request whose body was over the limit and was not collected.
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +106,13 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), BoxError> {
 /// EventBridge schedule in template.yaml. Only a caller with permission to invoke the
 /// function gets there, so no bearer token is needed (nor stored in the schedule).
 pub trait Scheduled: Handler {
-    /// Does the scheduled work and answers as the route's HTTP answer would.
-    fn on_schedule(&self, log: &mut LogFields) -> impl Future<Output = Response<Bytes>> + Send;
+    /// Does the scheduled work, within `deadline`, and answers as the route's HTTP answer
+    /// would.
+    fn on_schedule(
+        &self,
+        deadline: Deadline,
+        log: &mut LogFields,
+    ) -> impl Future<Output = Response<Bytes>> + Send;
 }
 
 /// Calls the handler, then adds `x-request-id` and writes the log line. Every adapter (and
@@ -117,7 +169,12 @@ pub async fn lambda_event<H: Handler + ?Sized>(
         .map(|c| c.request_id.clone())
         .filter(|id| !id.is_empty())
         .unwrap_or_else(new_request_id);
-    let (parts, body) = req.into_parts();
+    let deadline = req
+        .lambda_context_ref()
+        .map(|c| Deadline::from_epoch_millis(c.deadline))
+        .unwrap_or_else(|| Deadline::after(handler.time_limit()));
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(deadline);
     let body = match body {
         lambda_http::Body::Empty => Bytes::new(),
         lambda_http::Body::Text(text) => Bytes::from(text),
@@ -154,7 +211,10 @@ where
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts
+        .extensions
+        .insert(Deadline::after(handler.time_limit()));
     let Some(limit) = handler.body_limit() else {
         // Not configured: answered without the body.
         return respond(
@@ -195,13 +255,16 @@ async fn serve_lambda<H: Handler>(handler: Arc<H>) -> Result<(), BoxError> {
 }
 
 async fn serve_vercel<H: Handler>(handler: Arc<H>) -> Result<(), BoxError> {
-    let service = vercel_runtime::service_fn(move |req: vercel_runtime::Request| {
-        let handler = Arc::clone(&handler);
-        async move {
-            let response = http_request(handler.as_ref(), req).await;
-            Ok::<_, vercel_runtime::Error>(response.map(vercel_runtime::ResponseBody::from))
-        }
-    });
+    let service = vercel_runtime::service_fn(
+        move |mut req: vercel_runtime::Request, state: vercel_runtime::AppState| {
+            let handler = Arc::clone(&handler);
+            async move {
+                req.extensions_mut().insert(Background(Some(state)));
+                let response = http_request(handler.as_ref(), req).await;
+                Ok::<_, vercel_runtime::Error>(response.map(vercel_runtime::ResponseBody::from))
+            }
+        },
+    );
     vercel_runtime::run(service).await
 }
 
@@ -260,7 +323,8 @@ async fn invoked<H: Scheduled>(
             let response = logged(handler.name(), &request_id, "SCHEDULE", async {
                 let mut log = LogFields::default();
                 let response = if schedule.is_schedule() {
-                    handler.on_schedule(&mut log).await
+                    let deadline = Deadline::from_epoch_millis(context.deadline);
+                    handler.on_schedule(deadline, &mut log).await
                 } else {
                     let refused = crate::error::ApiError::Unauthorized(
                         crate::signature::SignatureError::NoMatch,

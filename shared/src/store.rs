@@ -341,6 +341,54 @@ impl Store {
         self.rpc("find_replicate_job", &args).await
     }
 
+    /// Takes the copy lease of a job for `seconds` (false: another holder's runs, or the job
+    /// is finished).
+    pub async fn claim_copy(
+        &self,
+        kind: JobKind,
+        id: Uuid,
+        holder: &str,
+        seconds: u32,
+    ) -> Result<bool, StoreError> {
+        #[derive(Serialize)]
+        struct Args<'a> {
+            p_job_kind: JobKind,
+            p_job_id: Uuid,
+            p_holder: &'a str,
+            p_seconds: u32,
+        }
+        let args = Args {
+            p_job_kind: kind,
+            p_job_id: id,
+            p_holder: holder,
+            p_seconds: seconds,
+        };
+        self.rpc("claim_copy", &args).await
+    }
+
+    /// Gives back the copy lease `holder` took.
+    pub async fn release_copy(
+        &self,
+        kind: JobKind,
+        id: Uuid,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Args<'a> {
+            p_job_kind: JobKind,
+            p_job_id: Uuid,
+            p_holder: &'a str,
+        }
+        let body = serde_json::to_string(&Args {
+            p_job_kind: kind,
+            p_job_id: id,
+            p_holder: holder,
+        })
+        .map_err(|_| StoreError::Decode)?;
+        let request = self.client.rpc("release_copy", body)?.build();
+        check_status(self.send(request).await?).await.map(drop)
+    }
+
     /// Adds `note` to the detail of the `webhook_events` row of `webhook_id`.
     pub async fn note(&self, webhook_id: &str, note: &str) -> Result<(), StoreError> {
         #[derive(Serialize)]

@@ -15,4 +15,5 @@ mod reconcile;
 mod schedule;
 mod standin;
 mod state;
+mod time;
 mod vercel;

@@ -180,6 +180,24 @@ impl StandIn {
         format!("{}/big/{size}/{name}", self.base)
     }
 
+    /// URL of a file of `size` bytes sent one byte a second, as a stalled source trickles.
+    pub fn trickle(&self, size: usize, name: &str) -> String {
+        format!("{}/trickle/{size}/{name}", self.base)
+    }
+
+    /// URL of a generated file of `size` bytes (see [`generated_sha256`]) whose first
+    /// `STALL_AFTER` bytes come at once and the rest only once the returned handle is
+    /// notified: a large file caught mid-copy.
+    pub fn stalled_big(&self, size: usize, name: &str) -> (String, Arc<tokio::sync::Notify>) {
+        let path = format!("/stall/{size}/{name}");
+        let release = Arc::new(tokio::sync::Notify::new());
+        self.holds
+            .lock()
+            .expect("lock")
+            .insert(format!("stall:{path}"), Arc::clone(&release));
+        (format!("{}{path}", self.base), release)
+    }
+
     /// URL that redirects to `to`.
     pub fn redirect(&self, to: &str) -> String {
         format!("{}/redirect?to={to}", self.base)
@@ -248,6 +266,53 @@ async fn answer(
                 .body(StreamBody::new(generated_stream(size)).boxed())
                 .expect("response")
         }
+        (Some("trickle"), Some(size), Some(_)) => {
+            let size: usize = size.parse().unwrap_or(0);
+            let bytes = futures_util::stream::unfold(0usize, move |sent| async move {
+                if sent >= size {
+                    return None;
+                }
+                if sent > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Some((Ok(Frame::data(Bytes::from_static(b"x"))), sent + 1))
+            });
+            Response::builder()
+                .header("content-type", "image/png")
+                .header("content-length", size)
+                .body(StreamBody::new(bytes).boxed())
+                .expect("response")
+        }
+        (Some("stall"), Some(size), Some(_)) => {
+            let size: usize = size.parse().unwrap_or(0);
+            let release = holds
+                .lock()
+                .expect("lock")
+                .get(&format!("stall:{path}"))
+                .cloned()
+                .unwrap_or_default();
+            let first = STALL_AFTER.min(size);
+            let head = futures_util::StreamExt::take(generated_stream(size), first.div_ceil(CHUNK));
+            let tail = futures_util::stream::once(async move {
+                release.notified().await;
+                Ok(Frame::data(Bytes::new()))
+            });
+            let rest = futures_util::stream::iter(
+                (first.div_ceil(CHUNK)..size.div_ceil(CHUNK))
+                    .map(move |i| Ok(Frame::data(chunk(i, CHUNK.min(size - i * CHUNK))))),
+            );
+            Response::builder()
+                .header("content-type", "application/x-tar")
+                .header("content-length", size)
+                .body(
+                    StreamBody::new(futures_util::StreamExt::chain(
+                        futures_util::StreamExt::chain(head, tail),
+                        rest,
+                    ))
+                    .boxed(),
+                )
+                .expect("response")
+        }
         (Some("redirect"), None, None) => {
             let to = query
                 .as_deref()
@@ -293,6 +358,9 @@ fn status(code: StatusCode) -> Response<Body> {
 }
 
 const CHUNK: usize = 64 * 1024;
+
+/// How much of a [`StandIn::stalled_big`] file comes before it stalls: two multipart parts.
+pub const STALL_AFTER: usize = 16 * 1024 * 1024;
 
 fn chunk(index: usize, len: usize) -> Bytes {
     // Each chunk differs, so a dropped, repeated or reordered part changes the hash.

@@ -13,11 +13,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use futures_util::{StreamExt as _, stream};
 use reqwest::Url;
 use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Size of one multipart part, and of the buffer each file in flight holds (S3's minimum
@@ -25,6 +26,45 @@ use uuid::Uuid;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Files copied at once.
 pub const PARALLEL_FILES: usize = 4;
+/// How long a source may send nothing before the copy gives up on it (a trickling one is
+/// stopped by the time limit instead).
+pub const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// The most an abort of an unfinished upload may take.
+const ABORT_LIMIT: Duration = Duration::from_secs(2);
+
+/// When a job's copy must stop: the time its invocation has, or another of its files
+/// failing (then the rest stop too, and abort their uploads, rather than finish work that
+/// will be redone).
+#[derive(Debug, Clone)]
+struct Stop {
+    until: Instant,
+    failed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stop {
+    /// Runs one step of file `n`'s copy, unless the copy must stop first (or, with `idle`,
+    /// the step takes longer than that).
+    async fn within<T>(
+        &self,
+        n: usize,
+        idle: Option<Duration>,
+        step: impl Future<Output = Result<T, CopyError>>,
+    ) -> Result<T, CopyError> {
+        let mut failed = self.failed.clone();
+        let stalled = async {
+            match idle {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = step => done,
+            () = tokio::time::sleep_until(self.until.into()) => Err(CopyError::OutOfTime { n }),
+            () = stalled => Err(CopyError::Stalled { n }),
+            _ = failed.wait_for(|failed| *failed) => Err(CopyError::Cancelled { n }),
+        }
+    }
+}
 
 /// Why an output could not be stored. Messages name the file's position and host, never a
 /// full URL (signed URLs carry tokens) or a body.
@@ -63,6 +103,24 @@ pub enum CopyError {
     /// A `data:` URI that does not decode.
     #[error("output file {n} is not a valid data: URI")]
     BadDataUri {
+        /// Position in the output.
+        n: usize,
+    },
+    /// The function's time ran out before the file was stored (its upload was aborted).
+    #[error("output file {n} was not stored before the function's time limit")]
+    OutOfTime {
+        /// Position in the output.
+        n: usize,
+    },
+    /// The source stopped sending for longer than [`IDLE_LIMIT`].
+    #[error("output file {n}: the source sent nothing for {} s", IDLE_LIMIT.as_secs())]
+    Stalled {
+        /// Position in the output.
+        n: usize,
+    },
+    /// Another file of the job failed, so this one was stopped (and its upload aborted).
+    #[error("output file {n} was stopped because another output file failed")]
+    Cancelled {
         /// Position in the output.
         n: usize,
     },
@@ -152,8 +210,8 @@ impl Copier {
             // A proxy from HTTPS_PROXY/HTTP_PROXY would resolve names itself, past the
             // guard above.
             .no_proxy()
+            // No total timeout: the invocation's own time limit bounds every copy (Stop).
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600))
             .build()?;
         Ok(Copier {
             http,
@@ -167,12 +225,14 @@ impl Copier {
     /// Copies the files `references` lists (found in `output` when it was parsed, in
     /// document order) and returns the output rewritten to the stored URLs. A value that is
     /// not a file we may fetch is not fetched and stays as received ([`CopyError::is_permanent`]);
-    /// any other failure fails the whole copy, so a retry can redo it.
+    /// any other failure fails the whole copy, so a retry can redo it: the other files then
+    /// stop too, and every unfinished upload is aborted. Nothing runs past `until`.
     pub async fn copy_all(
         &self,
         to: Destination<'_>,
         output: &Value,
         references: &[String],
+        until: Instant,
     ) -> Result<StoredOutput, CopyError> {
         let base = format!(
             "{}{}/{}/{}",
@@ -188,15 +248,41 @@ impl Copier {
             .enumerate()
             .map(|(n, reference)| (n, self.source(n, reference)))
             .collect();
+        let (failed, watch) = tokio::sync::watch::channel(false);
+        let stop = Stop {
+            until,
+            failed: watch,
+        };
+        let (stop, failed) = (&stop, &failed);
+        // Every file's result is waited for, so that a stopped file has aborted its upload
+        // before the copy answers.
         let placed: Vec<Result<String, CopyError>> = stream::iter(sources)
-            .map(|(n, source)| self.place(n, source, base))
-            .buffered(PARALLEL_FILES)
-            .map(|placed| match placed {
-                Err(e) if !e.is_permanent() => Err(e),
-                kept_or_stored => Ok(kept_or_stored),
+            .map(|(n, source)| async move {
+                let placed = self.place(n, source, base, stop).await;
+                if placed.as_ref().is_err_and(|e| !e.is_permanent()) {
+                    failed.send_replace(true);
+                }
+                placed
             })
-            .try_collect()
-            .await?;
+            .buffered(PARALLEL_FILES)
+            .collect()
+            .await;
+        if placed
+            .iter()
+            .any(|p| p.as_ref().is_err_and(|e| !e.is_permanent()))
+        {
+            let mut failures: Vec<CopyError> = placed
+                .into_iter()
+                .filter_map(Result::err)
+                .filter(|e| !e.is_permanent())
+                .collect();
+            // The file that failed, not the ones stopped because of it.
+            let at = failures
+                .iter()
+                .position(|e| !matches!(e, CopyError::Cancelled { .. }))
+                .unwrap_or(0);
+            return Err(failures.swap_remove(at));
+        }
         let mut kept = Vec::new();
         let stored: Vec<Option<String>> = placed
             .into_iter()
@@ -214,8 +300,9 @@ impl Copier {
         n: usize,
         source: Result<Source, CopyError>,
         base: &str,
+        stop: &Stop,
     ) -> Result<String, CopyError> {
-        self.copy_one(n, source?, base).await
+        self.copy_one(n, source?, base, stop).await
     }
 
     fn source(&self, n: usize, reference: &str) -> Result<Source, CopyError> {
@@ -238,33 +325,49 @@ impl Copier {
         Ok(Source::Url(url))
     }
 
-    async fn copy_one(&self, n: usize, source: Source, base: &str) -> Result<String, CopyError> {
+    async fn copy_one(
+        &self,
+        n: usize,
+        source: Source,
+        base: &str,
+        stop: &Stop,
+    ) -> Result<String, CopyError> {
         match source {
             Source::Data(data) => {
                 let key = format!("{base}/{n}{}", extension_for_type(&data.media_type));
                 let served = Served::from_source(&data.media_type);
-                self.put(n, &key, &served, data.bytes).await?;
+                stop.within(n, None, self.put(n, &key, &served, data.bytes))
+                    .await?;
                 Ok(self.stored_url(&key))
             }
             Source::Url(url) => {
                 let key = format!("{base}/{n}{}", extension_of(&url));
-                self.fetch_into(n, &url, &key).await?;
+                self.fetch_into(n, &url, &key, stop).await?;
                 Ok(self.stored_url(&key))
             }
         }
     }
 
-    async fn fetch_into(&self, n: usize, url: &Url, key: &str) -> Result<(), CopyError> {
-        let response = self.http.get(url.clone()).send().await.map_err(|e| {
-            if e.is_redirect() {
-                CopyError::RefusedRedirect { n }
-            } else {
-                CopyError::Fetch {
-                    n,
-                    reason: fetch_reason(&e),
+    async fn fetch_into(
+        &self,
+        n: usize,
+        url: &Url,
+        key: &str,
+        stop: &Stop,
+    ) -> Result<(), CopyError> {
+        let request = async {
+            self.http.get(url.clone()).send().await.map_err(|e| {
+                if e.is_redirect() {
+                    CopyError::RefusedRedirect { n }
+                } else {
+                    CopyError::Fetch {
+                        n,
+                        reason: fetch_reason(&e),
+                    }
                 }
-            }
-        })?;
+            })
+        };
+        let response = stop.within(n, Some(IDLE_LIMIT), request).await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Err(CopyError::Gone {
@@ -288,7 +391,7 @@ impl Copier {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream");
         let served = Served::from_source(content_type);
-        self.stream_upload(n, key, &served, response).await
+        self.stream_upload(n, key, &served, response, stop).await
     }
 
     /// Reads the body one part at a time: a body smaller than a part is one PutObject,
@@ -299,35 +402,45 @@ impl Copier {
         key: &str,
         served: &Served,
         mut response: reqwest::Response,
+        stop: &Stop,
     ) -> Result<(), CopyError> {
         let mut part = Vec::with_capacity(PART_SIZE);
         let mut upload: Option<Multipart> = None;
         let result = async {
             loop {
-                let chunk = response.chunk().await.map_err(|e| CopyError::Fetch {
-                    n,
-                    reason: fetch_reason(&e),
-                })?;
+                let read = async {
+                    response.chunk().await.map_err(|e| CopyError::Fetch {
+                        n,
+                        reason: fetch_reason(&e),
+                    })
+                };
+                let chunk = stop.within(n, Some(IDLE_LIMIT), read).await?;
                 let Some(chunk) = chunk else { break };
                 part.extend_from_slice(&chunk);
                 if part.len() >= PART_SIZE {
                     let full = std::mem::replace(&mut part, Vec::with_capacity(PART_SIZE));
                     if upload.is_none() {
-                        upload = Some(self.start_multipart(n, key, served).await?);
+                        let started = self.start_multipart(n, key, served);
+                        upload = Some(stop.within(n, None, started).await?);
                     }
                     if let Some(upload) = upload.as_mut() {
-                        self.upload_part(n, key, upload, full).await?;
+                        stop.within(n, None, self.upload_part(n, key, upload, full))
+                            .await?;
                     }
                 }
             }
             match upload.as_mut() {
-                None => self.put(n, key, served, Bytes::from(part)).await,
+                None => {
+                    let put = self.put(n, key, served, Bytes::from(std::mem::take(&mut part)));
+                    stop.within(n, None, put).await
+                }
                 Some(upload) => {
                     if !part.is_empty() {
-                        self.upload_part(n, key, upload, std::mem::take(&mut part))
+                        let last = std::mem::take(&mut part);
+                        stop.within(n, None, self.upload_part(n, key, upload, last))
                             .await?;
                     }
-                    self.complete(n, key, upload).await
+                    stop.within(n, None, self.complete(n, key, upload)).await
                 }
             }
         }
@@ -335,15 +448,15 @@ impl Copier {
         if let (Err(_), Some(upload)) = (&result, &upload) {
             // Best effort: an abandoned upload only costs storage until the bucket's
             // lifecycle rule (or the next successful retry) clears it.
-            let _ = self
+            let abort = self
                 .storage
                 .client()
                 .abort_multipart_upload()
                 .bucket(self.storage.bucket())
                 .key(key)
                 .upload_id(&upload.id)
-                .send()
-                .await;
+                .send();
+            let _ = tokio::time::timeout(ABORT_LIMIT, abort).await;
         }
         result
     }

@@ -12,6 +12,7 @@
 
 use crate::apply::Services;
 use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::job::{JobRef, Outcome};
 use crate::logging::{self, LogFields};
@@ -106,13 +107,18 @@ impl Reconcile {
             .as_ref()
             .map_err(|e| ApiError::Config(e.clone()))?;
         ready.authorize(&req)?;
-        ready.run(log).await
+        let limit = req
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::after(self.time_limit()));
+        ready.run(log, limit).await
     }
 }
 
 impl Ready {
     /// One run: the batch of quiet jobs, each checked with Replicate and applied.
-    async fn run(&self, log: &mut LogFields) -> Result<Response<Bytes>, ApiError> {
+    async fn run(&self, log: &mut LogFields, limit: Deadline) -> Result<Response<Bytes>, ApiError> {
         let ready = self;
         let limits = ready.limits;
         let deadline = Instant::now() + limits.time_budget;
@@ -132,7 +138,7 @@ impl Ready {
             .quiet_jobs(limits.after_seconds, limits.max_age_seconds, limits.batch)
             .await?;
         let go_on = ready
-            .check_all(&jobs, Age::Young, deadline, &mut summary)
+            .check_all(&jobs, Age::Young, (deadline, limit), &mut summary)
             .await;
         let left = limits.batch.saturating_sub(summary.checked);
         if go_on && left > 0 {
@@ -145,7 +151,7 @@ impl Ready {
                 )
                 .await?;
             ready
-                .check_all(&lost, Age::Old, deadline, &mut summary)
+                .check_all(&lost, Age::Old, (deadline, limit), &mut summary)
                 .await;
         }
         log.outcome = Some(format!(
@@ -187,7 +193,7 @@ impl Ready {
         &self,
         jobs: &[QuietJob],
         age: Age,
-        deadline: Instant,
+        (deadline, limit): (Instant, Deadline),
         summary: &mut Summary,
     ) -> bool {
         for job in jobs {
@@ -198,7 +204,7 @@ impl Ready {
                 return false;
             }
             summary.checked += 1;
-            match self.check(job, age).await {
+            match self.check(job, age, limit).await {
                 Checked::Reconciled => summary.reconciled += 1,
                 Checked::Unchanged => {}
                 Checked::Failed(reason) => {
@@ -214,15 +220,15 @@ impl Ready {
         true
     }
 
-    async fn check(&self, job: &QuietJob, age: Age) -> Checked {
+    async fn check(&self, job: &QuietJob, age: Age, limit: Deadline) -> Checked {
         let Some(replicate_id) = job.replicate_id.as_deref() else {
             // Charged, but creating it on Replicate failed: nothing will ever report on it.
-            return self.abort(job).await;
+            return self.abort(job, limit).await;
         };
         let found = match self.api.get(job.job.kind(), replicate_id).await {
             Ok(Lookup::Found(body)) => body,
             Ok(Lookup::RateLimited) => return Checked::RateLimited,
-            Ok(Lookup::NotFound) if age == Age::Old => return self.abort(job).await,
+            Ok(Lookup::NotFound) if age == Age::Old => return self.abort(job, limit).await,
             Ok(Lookup::NotFound) => {
                 self.note(
                     job,
@@ -243,10 +249,10 @@ impl Ready {
         // holds (null, or URLs that no longer answer): never a success with nothing stored.
         let files_gone = delivery.status == Status::Succeeded && delivery.data_removed;
         let result = if files_gone {
-            self.expire(owned, &delivery).await
+            self.expire(owned, &delivery, limit).await
         } else {
-            match self.apply(owned, &delivery).await {
-                Err(ApiError::Copy(e)) if e.is_gone() => self.expire(owned, &delivery).await,
+            match self.apply(owned, &delivery, limit).await {
+                Err(ApiError::Copy(e)) if e.is_gone() => self.expire(owned, &delivery, limit).await,
                 other => other,
             }
         };
@@ -262,26 +268,36 @@ impl Ready {
         }
     }
 
-    async fn apply(&self, job: JobRef, delivery: &Delivery) -> Result<Outcome, ApiError> {
+    async fn apply(
+        &self,
+        job: JobRef,
+        delivery: &Delivery,
+        limit: Deadline,
+    ) -> Result<Outcome, ApiError> {
         let id = format!("reconcile:{}:{}", delivery.id, delivery.status);
         let event = ApplyEvent::new(&id, "reconcile", job, delivery, Outcome::Reconciled);
-        Ok(self.services.apply(event).await?.outcome)
+        Ok(self.services.apply(event, limit).await?.outcome)
     }
 
     /// The job succeeded but its files are gone: it ends failed, and is refunded.
-    async fn expire(&self, job: JobRef, delivery: &Delivery) -> Result<Outcome, ApiError> {
+    async fn expire(
+        &self,
+        job: JobRef,
+        delivery: &Delivery,
+        limit: Deadline,
+    ) -> Result<Outcome, ApiError> {
         let failed = Delivery {
             status: Status::Failed,
             output: Output::none(),
             error: Some(EXPIRED.into()),
             ..delivery.clone()
         };
-        self.apply(job, &failed).await
+        self.apply(job, &failed, limit).await
     }
 
     /// The job never ran on Replicate (no id, or unknown there long after): it ends
     /// aborted, and is refunded, through the same call as any event (refund at most once).
-    async fn abort(&self, job: &QuietJob) -> Checked {
+    async fn abort(&self, job: &QuietJob, limit: Deadline) -> Checked {
         let replicate_id = job.replicate_id.as_deref();
         let aborted = Delivery {
             id: replicate_id.unwrap_or_default().to_owned(),
@@ -300,7 +316,7 @@ impl Ready {
         let mut event =
             ApplyEvent::new(&id, "reconcile", job.owned(), &aborted, Outcome::Reconciled);
         event.replicate_id = replicate_id;
-        match self.services.apply(event).await {
+        match self.services.apply(event, limit).await {
             Ok(applied) if applied.outcome == Outcome::Reconciled => Checked::Reconciled,
             Ok(_) => Checked::Unchanged,
             Err(e) => Checked::Failed(e.to_string()),
@@ -353,9 +369,9 @@ impl Ready {
 }
 
 impl Scheduled for Reconcile {
-    async fn on_schedule(&self, log: &mut LogFields) -> Response<Bytes> {
+    async fn on_schedule(&self, limit: Deadline, log: &mut LogFields) -> Response<Bytes> {
         let run = match self.ready.as_ref() {
-            Ok(ready) => ready.run(log).await,
+            Ok(ready) => ready.run(log, limit).await,
             Err(e) => Err(ApiError::Config(e.clone())),
         };
         run.unwrap_or_else(|e| respond::error(&e, log))
@@ -365,6 +381,13 @@ impl Scheduled for Reconcile {
 impl Handler for Reconcile {
     fn name(&self) -> &'static str {
         "reconcile"
+    }
+
+    fn time_limit(&self) -> std::time::Duration {
+        self.ready.as_ref().map_or_else(
+            |_| std::time::Duration::from_secs(crate::config::DEFAULT_FUNCTION_TIMEOUT_SECONDS),
+            |r| r.limits.time_limit,
+        )
     }
 
     fn body_limit(&self) -> Option<usize> {

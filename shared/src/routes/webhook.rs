@@ -4,11 +4,12 @@
 //! from an unverified body is parsed, stored or logged.
 
 use crate::apply::Services;
-use crate::config::{ConfigError, Env, WebhookConfig};
+use crate::config::{self, ConfigError, Env, WebhookConfig};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::job::{Job, JobKind, JobRef, Outcome};
 use crate::logging::LogFields;
-use crate::platform::{BodyTooLarge, Handler};
+use crate::platform::{Background, BodyTooLarge, Handler};
 use crate::replicate::{Delivery, Status};
 use crate::respond;
 use crate::signature::Verifier;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 /// Which webhook route a handler serves.
@@ -50,6 +51,7 @@ impl WebhookRoute {
 pub struct Webhook {
     route: WebhookRoute,
     ready: Result<Ready, ConfigError>,
+    time_limit: Duration,
 }
 
 /// A configured webhook route.
@@ -63,12 +65,21 @@ struct Ready {
 impl Webhook {
     /// A handler for `route`, configured from `env`; builds no client yet.
     pub fn new(route: WebhookRoute, env: &impl Env) -> Webhook {
-        let ready = WebhookConfig::from_env(env).map(|c| Ready {
-            max_body_bytes: c.max_body_bytes,
-            verifier: c.verifier,
-            services: Arc::new(Services::new(c.apply)),
+        let time_limit = config::function_timeout(env, route.name());
+        let ready = WebhookConfig::from_env(env).and_then(|c| {
+            time_limit.as_ref().map_err(Clone::clone)?;
+            Ok(Ready {
+                max_body_bytes: c.max_body_bytes,
+                verifier: c.verifier,
+                services: Arc::new(Services::new(c.apply)),
+            })
         });
-        Webhook { route, ready }
+        let time_limit = time_limit.unwrap_or(Duration::from_secs(300));
+        Webhook {
+            route,
+            ready,
+            time_limit,
+        }
     }
 
     async fn process(
@@ -108,11 +119,28 @@ impl Webhook {
         let services = Arc::clone(&ready.services);
         let route = self.route.name();
         let webhook_id = verified.id().to_owned();
-        let work = tokio::spawn(async move {
+        let background = req
+            .extensions()
+            .get::<Background>()
+            .cloned()
+            .unwrap_or_default();
+        let deadline = req
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::after(self.time_limit));
+        let work = background.spawn(async move {
             let event = ApplyEvent::new(&webhook_id, route, job, &delivery, Outcome::Applied);
-            services.apply(event).await
+            services.apply(event, deadline).await
         });
-        let applied = work.await.map_err(|_| ApiError::Interrupted)??;
+        // The work stops itself at its working time (aborting uploads); this answers even
+        // if something below it does not, before the platform's limit.
+        let applied = tokio::time::timeout_at(deadline.answer_by().into(), work)
+            .await
+            .map_err(|_| ApiError::OutOfTime {
+                left: "copying output files and recording the delivery",
+            })?
+            .map_err(|_| ApiError::Interrupted)??;
         if applied.outcome == Outcome::NotFound {
             return match job {
                 JobRef::Owned { kind, .. } => Err(ApiError::JobNotFound {
@@ -152,6 +180,10 @@ impl Handler for Webhook {
 
     fn config_error(&self) -> Option<&ConfigError> {
         self.ready.as_ref().err()
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.time_limit
     }
 
     async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {

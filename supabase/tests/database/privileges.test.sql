@@ -17,7 +17,9 @@ insert into rpc values
   ('public.reconcile_check_failed(text, uuid)'),
   ('public.schedule_reconcile(text, text, text)'),
   ('public.unschedule_reconcile()'),
-  ('public.note_replicate_event(text, text)');
+  ('public.note_replicate_event(text, text)'),
+  ('public.claim_copy(text, uuid, text, integer)'),
+  ('public.release_copy(text, uuid, text)');
 
 -- functions
 select is_empty(

@@ -37,6 +37,8 @@ async fn main() -> Result<(), BoxError> {
             },
             &json!([&url]),
             std::slice::from_ref(&url),
+            // A benchmark has no platform limit; an hour bounds a stuck run.
+            started + std::time::Duration::from_secs(3600),
         )
         .await?;
     let seconds = started.elapsed().as_secs_f64();
