@@ -77,7 +77,10 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64 - 1000)
             .unwrap_or_default();
-        assert_eq!(Deadline::from_epoch_millis(past).remaining(), Duration::ZERO);
+        assert_eq!(
+            Deadline::from_epoch_millis(past).remaining(),
+            Duration::ZERO
+        );
         let emulator = Deadline::from_epoch_millis(600_000).remaining();
         assert!(emulator > Duration::from_secs(590), "{emulator:?}");
     }

@@ -39,6 +39,7 @@ impl Mailer {
         // No redirects: the API key would follow one to whatever host it names.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5))
             .build()
             .ok();

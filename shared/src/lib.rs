@@ -25,3 +25,4 @@ pub mod routes;
 pub mod signature;
 pub mod storage;
 pub mod store;
+pub mod upstream;

@@ -3,6 +3,10 @@
 use crate::config::ReplicateApiConfig;
 use crate::job::JobKind;
 use crate::replicate::ApiAnswer;
+use crate::upstream::{ReadError, read_at_most};
+
+/// The most of a job object read from the API.
+const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
 use std::time::Duration;
 
 /// What the API said about a job.
@@ -45,6 +49,7 @@ impl ReplicateApi {
         // No redirects: the token would follow one to whatever host it names.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .build()
             .ok();
@@ -75,11 +80,15 @@ impl ReplicateApi {
                 })
             })?;
         match response.status().as_u16() {
-            200 => response
-                .bytes()
+            // A job object with long logs is a few MB at most (a webhook body is capped at
+            // 6 MB); anything much larger is not one.
+            200 => read_at_most(response, ANSWER_LIMIT)
                 .await
                 .map(|body| Lookup::Found(ApiAnswer(body)))
-                .map_err(|_| ApiCallError::Unreachable("body interrupted")),
+                .map_err(|e| match e {
+                    ReadError::TooLarge(_) => ApiCallError::Unreachable("answer too large"),
+                    ReadError::Interrupted => ApiCallError::Unreachable("body interrupted"),
+                }),
             404 => Ok(Lookup::NotFound),
             429 => Ok(Lookup::RateLimited),
             redirect @ 300..=399 => Err(ApiCallError::Redirected(redirect)),

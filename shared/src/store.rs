@@ -7,6 +7,7 @@
 use crate::config::DatabaseConfig;
 use crate::job::{Job, JobKind, JobRef, Outcome};
 use crate::replicate::{Delivery, Status};
+use crate::upstream::read_at_most;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -268,6 +269,7 @@ impl Rest {
         }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(3))
             .build()
             .ok();
         Rest {
@@ -502,7 +504,7 @@ impl Store {
             .eq("id", user_id.to_string())
             .build();
         let response = check_status(self.send(request).await?).await?;
-        let rows: Vec<Profile> = response.json().await.map_err(|_| StoreError::Decode)?;
+        let rows: Vec<Profile> = decode(response).await?;
         Ok(rows.into_iter().next().and_then(|p| p.email))
     }
 
@@ -526,7 +528,7 @@ impl Store {
         let body = serde_json::to_string(args).map_err(|_| StoreError::Decode)?;
         let request = self.client.rpc(function, body)?.build();
         let response = check_status(self.send(request).await?).await?;
-        response.json::<T>().await.map_err(|_| StoreError::Decode)
+        decode(response).await
     }
 
     async fn send(
@@ -545,6 +547,21 @@ impl Store {
     }
 }
 
+/// The most of a successful answer read: the SQL functions answer a few hundred bytes.
+const ANSWER_LIMIT: usize = 1024 * 1024;
+/// The most of an error answer read, for its code.
+const ERROR_LIMIT: usize = 64 * 1024;
+
+/// A successful answer's JSON, read up to [`ANSWER_LIMIT`].
+async fn decode<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, StoreError> {
+    let body = read_at_most(response, ANSWER_LIMIT)
+        .await
+        .map_err(|_| StoreError::Decode)?;
+    serde_json::from_slice(&body).map_err(|_| StoreError::Decode)
+}
+
 async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, StoreError> {
     let status = response.status();
     if status.is_success() {
@@ -558,10 +575,10 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
         code: Option<String>,
     }
     // Only PostgREST's error code is kept: its message may quote data or SQL.
-    let code = response
-        .json::<PgrstError>()
+    let code = read_at_most(response, ERROR_LIMIT)
         .await
         .ok()
+        .and_then(|body| serde_json::from_slice::<PgrstError>(&body).ok())
         .and_then(|e| e.code)
         .unwrap_or_else(|| "none".into());
     Err(StoreError::Rejected {

@@ -271,3 +271,33 @@ async fn output_fetches_never_go_through_a_proxy() {
     assert_eq!(files.requests(), ["/f/out.png"]);
     assert_eq!(db.row("predictions", id).await["status"], "succeeded");
 }
+
+#[tokio::test]
+async fn an_upstream_answer_is_never_read_without_bound() {
+    // A PostgREST stand-in whose answer is well-formed but padded to 2 MiB: read whole, it
+    // would be accepted.
+    let database = StandIn::start().await;
+    let mut answer = json!({"outcome": "applied", "job": "prediction", "job_id": null,
+        "user_id": null, "status": "failed", "refunded": false})
+    .to_string()
+    .into_bytes();
+    answer.extend(std::iter::repeat_n(b' ', 2 * 1024 * 1024));
+    database.set(
+        "/rpc/apply_replicate_event",
+        200,
+        "application/json",
+        &answer,
+    );
+    let handler = Webhook::new(
+        WebhookRoute::Unified,
+        &settings_with(&[("POSTGREST_URL", &database.base)]),
+    );
+    let response = handler
+        .call(signed_post(
+            "/u",
+            &fixture("prediction_failed", &replicate_id()),
+        ))
+        .await;
+    assert_eq!(response.status(), 503, "{}", body_json(&response));
+    assert_eq!(database.requests(), ["/rpc/apply_replicate_event"]);
+}

@@ -415,10 +415,17 @@ impl Copier {
                     })
                 };
                 let chunk = stop.within(n, Some(IDLE_LIMIT), read).await?;
-                let Some(chunk) = chunk else { break };
-                part.extend_from_slice(&chunk);
-                if part.len() >= PART_SIZE {
-                    let full = std::mem::replace(&mut part, Vec::with_capacity(PART_SIZE));
+                let Some(mut chunk) = chunk else { break };
+                // Fill the part to exactly PART_SIZE and no further: a chunk that would
+                // overflow it is split, so the buffer never grows past one part (a Vec that
+                // outgrew its capacity would double it).
+                while !chunk.is_empty() {
+                    let take = (PART_SIZE - part.len()).min(chunk.len());
+                    part.extend_from_slice(&chunk.split_to(take));
+                    if part.len() < PART_SIZE {
+                        continue;
+                    }
+                    let full = std::mem::take(&mut part);
                     if upload.is_none() {
                         let started = self.start_multipart(n, key, served);
                         upload = Some(stop.within(n, None, started).await?);
@@ -427,6 +434,8 @@ impl Copier {
                         stop.within(n, None, self.upload_part(n, key, upload, full))
                             .await?;
                     }
+                    // The next buffer only once the sent one is gone: one part in memory.
+                    part = Vec::with_capacity(PART_SIZE);
                 }
             }
             match upload.as_mut() {
