@@ -381,14 +381,15 @@ impl Store {
             p_job_id: Uuid,
             p_holder: &'a str,
         }
-        let body = serde_json::to_string(&Args {
-            p_job_kind: kind,
-            p_job_id: id,
-            p_holder: holder,
-        })
-        .map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc("release_copy", body)?.build();
-        check_status(self.send(request).await?).await.map(drop)
+        self.call(
+            "release_copy",
+            &Args {
+                p_job_kind: kind,
+                p_job_id: id,
+                p_holder: holder,
+            },
+        )
+        .await
     }
 
     /// Adds `note` to the detail of the `webhook_events` row of `webhook_id`.
@@ -398,13 +399,14 @@ impl Store {
             p_webhook_id: &'a str,
             p_note: &'a str,
         }
-        let body = serde_json::to_string(&Args {
-            p_webhook_id: webhook_id,
-            p_note: note,
-        })
-        .map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc("note_replicate_event", body)?.build();
-        check_status(self.send(request).await?).await.map(drop)
+        self.call(
+            "note_replicate_event",
+            &Args {
+                p_webhook_id: webhook_id,
+                p_note: note,
+            },
+        )
+        .await
     }
 
     /// Jobs with a Replicate id, not terminal, quiet for `after_seconds` and younger than
@@ -482,13 +484,14 @@ impl Store {
             p_job_kind: JobKind,
             p_job_id: Uuid,
         }
-        let body = serde_json::to_string(&Args {
-            p_job_kind: kind,
-            p_job_id: id,
-        })
-        .map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc("touch_replicate_job", body)?.build();
-        check_status(self.send(request).await?).await.map(drop)
+        self.call(
+            "touch_replicate_job",
+            &Args {
+                p_job_kind: kind,
+                p_job_id: id,
+            },
+        )
+        .await
     }
 
     /// The email address of a user's profile, if any.
@@ -518,6 +521,13 @@ impl Store {
             .build();
         let response = self.send(request).await?;
         check_status(response).await.map(drop)
+    }
+
+    /// Calls a SQL function that returns nothing.
+    async fn call(&self, function: &str, args: &impl Serialize) -> Result<(), StoreError> {
+        let body = serde_json::to_string(args).map_err(|_| StoreError::Decode)?;
+        let request = self.client.rpc(function, body)?.build();
+        check_status(self.send(request).await?).await.map(drop)
     }
 
     async fn rpc<T: serde::de::DeserializeOwned>(

@@ -5,7 +5,7 @@
 
 use crate::helpers::*;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -193,27 +193,22 @@ fn through(
 #[tokio::test]
 async fn a_secret_key_goes_as_apikey_only_and_the_delivery_applies() {
     let gateway = Gateway::start().await;
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let id = seed_prediction(&db, user, None, 4).await;
+    let job = Job::prediction().await;
     let handler = Webhook::new(
         WebhookRoute::Predict,
         &through(&gateway, "SUPABASE_SECRET_KEY", SECRET_KEY),
     );
-    let body = fixture("prediction_failed", &replicate_id());
-    let response = handler
-        .call(signed_post(
-            &format!("/p?user_id={user}&prediction_id={id}"),
-            &body,
-        ))
-        .await;
+    let (status, answer) = deliver(
+        &handler,
+        &job.uri(),
+        &fixture("prediction_failed", &job.rid),
+    )
+    .await;
     assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "{}",
-        body_json(&response)
+        (status, &answer["refunded"]),
+        (200, &json!(true)),
+        "{answer}"
     );
-    assert_eq!(body_json(&response)["refunded"], true);
 
     let seen = gateway.seen();
     assert!(!seen.is_empty());
@@ -240,26 +235,18 @@ async fn the_legacy_variable_still_works_with_either_form_of_key() {
     let gateway = Gateway::start().await;
     let jwt = stack_var("SUPABASE_SERVICE_ROLE_KEY");
     for key in [SECRET_KEY, jwt.as_str()] {
-        let db = Db::service();
-        let user = seed_user(&db).await;
-        let id = seed_prediction(&db, user, None, 1).await;
+        let job = Job::prediction().await;
         let handler = Webhook::new(
             WebhookRoute::Predict,
             &through(&gateway, "SUPABASE_SERVICE_ROLE_KEY", key),
         );
-        let body = fixture("prediction_failed", &replicate_id());
-        let response = handler
-            .call(signed_post(
-                &format!("/p?user_id={user}&prediction_id={id}"),
-                &body,
-            ))
-            .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::OK,
-            "{}",
-            body_json(&response)
-        );
+        let (status, answer) = deliver(
+            &handler,
+            &job.uri(),
+            &fixture("prediction_failed", &job.rid),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
     }
     // The JWT went as a bearer too; the secret key never did.
     let seen = gateway.seen();

@@ -325,6 +325,69 @@ impl Db {
     }
 }
 
+/// A prediction of a new user, waiting for its webhooks (the `predict` route's job).
+pub struct Job {
+    /// The service-role client.
+    pub db: Db,
+    /// The owner.
+    pub user: Uuid,
+    /// The row.
+    pub id: Uuid,
+    /// The Replicate id its deliveries carry.
+    pub rid: String,
+}
+
+impl Job {
+    /// Seeds the user and the row (2 credits).
+    pub async fn prediction() -> Job {
+        let db = Db::service();
+        let user = seed_user(&db).await;
+        let id = seed_prediction(&db, user, None, 2).await;
+        Job {
+            db,
+            user,
+            id,
+            rid: replicate_id(),
+        }
+    }
+
+    /// The `predict` route's path and query for this job.
+    pub fn uri(&self) -> String {
+        format!(
+            "/api/replicate/webhooks/predict?user_id={}&prediction_id={}",
+            self.user, self.id
+        )
+    }
+
+    /// Where its output file `name` is stored.
+    pub fn key(&self, name: &str) -> String {
+        format!("predictions/{}/{}/{name}", self.user, self.rid)
+    }
+
+    /// A succeeded delivery with this `output`.
+    pub fn delivery(&self, output: Value) -> Value {
+        let mut body = fixture("prediction_succeeded_url_list", &self.rid);
+        body["output"] = output;
+        body
+    }
+
+    /// Its row.
+    pub async fn row(&self) -> Value {
+        self.db.row("predictions", self.id).await
+    }
+
+    /// Its stored status.
+    pub async fn status(&self) -> Value {
+        self.row().await["status"].clone()
+    }
+}
+
+/// Signs and sends `body` to `uri` in process: the answer's status and JSON.
+pub async fn deliver(handler: &impl Call, uri: &str, body: &Value) -> (u16, Value) {
+    let response = handler.call(signed_post(uri, body)).await;
+    (response.status().as_u16(), body_json(&response))
+}
+
 /// What a PATCH or DELETE through PostgREST did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changed {

@@ -3,61 +3,16 @@
 
 use crate::helpers::*;
 use crate::standin::{StandIn, generated_sha256};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use shared::routes::{Webhook, WebhookRoute};
-use uuid::Uuid;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\nfake image bytes";
-
-struct Job {
-    db: Db,
-    user: Uuid,
-    id: Uuid,
-    rid: String,
-}
-
-impl Job {
-    async fn prediction() -> Job {
-        let db = Db::service();
-        let user = seed_user(&db).await;
-        let id = seed_prediction(&db, user, None, 2).await;
-        Job {
-            db,
-            user,
-            id,
-            rid: replicate_id(),
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("/p?user_id={}&prediction_id={}", self.user, self.id)
-    }
-
-    fn key(&self, name: &str) -> String {
-        format!("predictions/{}/{}/{name}", self.user, self.rid)
-    }
-
-    fn delivery(&self, output: Value) -> Value {
-        let mut body = fixture("prediction_succeeded_url_list", &self.rid);
-        body["output"] = output;
-        body
-    }
-
-    async fn row(&self) -> Value {
-        self.db.row("predictions", self.id).await
-    }
-}
 
 fn predict(hosts: &str, extra: &[(&str, &str)]) -> Webhook {
     let mut changes = vec![("OUTPUT_HOSTS", hosts)];
     changes.extend_from_slice(extra);
     Webhook::new(WebhookRoute::Predict, &settings_with(&changes))
-}
-
-async fn deliver(handler: &Webhook, uri: &str, body: &Value) -> (u16, Value) {
-    let response = handler.call(signed_post(uri, body)).await;
-    (response.status().as_u16(), body_json(&response))
 }
 
 #[tokio::test]

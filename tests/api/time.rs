@@ -10,46 +10,6 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
-
-/// A prediction waiting for its succeeded webhook.
-struct Job {
-    db: Db,
-    user: Uuid,
-    id: Uuid,
-    rid: String,
-}
-
-impl Job {
-    async fn new() -> Job {
-        let db = Db::service();
-        let user = seed_user(&db).await;
-        let id = seed_prediction(&db, user, None, 2).await;
-        Job {
-            db,
-            user,
-            id,
-            rid: replicate_id(),
-        }
-    }
-
-    fn path(&self) -> String {
-        format!(
-            "/api/replicate/webhooks/predict?user_id={}&prediction_id={}",
-            self.user, self.id
-        )
-    }
-
-    fn delivery(&self, output: Value) -> Value {
-        let mut body = fixture("prediction_succeeded_url_list", &self.rid);
-        body["output"] = output;
-        body
-    }
-
-    async fn status(&self) -> Value {
-        self.db.row("predictions", self.id).await["status"].clone()
-    }
-}
 
 /// The predict binary in Vercel mode, its stdout (the log lines) collected.
 struct Function {
@@ -111,7 +71,7 @@ async fn a_trickling_source_is_cut_off_and_answered_before_the_time_limit() {
     let files = StandIn::start().await;
     // One byte a second: it would take ten minutes.
     let slow = files.trickle(600, "out.png");
-    let job = Job::new().await;
+    let job = Job::prediction().await;
     let function = Function::start(&[
         ("OUTPUT_HOSTS", &files.base),
         ("FUNCTION_TIMEOUT_SECONDS", "20"),
@@ -119,7 +79,7 @@ async fn a_trickling_source_is_cut_off_and_answered_before_the_time_limit() {
     .await;
     let started = Instant::now();
     let response = function
-        .request(&job.path(), &job.delivery(json!([slow])), &webhook_id())
+        .request(&job.uri(), &job.delivery(json!([slow])), &webhook_id())
         .timeout(Duration::from_secs(60))
         .send()
         .await
@@ -157,7 +117,7 @@ async fn a_trickling_source_is_cut_off_and_answered_before_the_time_limit() {
 async fn retries_during_a_copy_start_no_second_copy() {
     let files = StandIn::start().await;
     let (url, release) = files.add_held("slow.png", "image/png", b"png bytes");
-    let job = Arc::new(Job::new().await);
+    let job = Arc::new(Job::prediction().await);
     let handler = Arc::new(Webhook::new(
         WebhookRoute::Predict,
         &settings_with(&[("OUTPUT_HOSTS", &files.base)]),
@@ -165,8 +125,7 @@ async fn retries_during_a_copy_start_no_second_copy() {
     let id = webhook_id();
     let body = job.delivery(json!([url]));
     let first = {
-        let (handler, path, body, id) =
-            (Arc::clone(&handler), job.path(), body.clone(), id.clone());
+        let (handler, path, body, id) = (Arc::clone(&handler), job.uri(), body.clone(), id.clone());
         tokio::spawn(async move { handler.call(signed_post_with_id(&path, &body, &id)).await })
     };
     // The first delivery is inside its copy: the source has its request and holds it.
@@ -179,7 +138,7 @@ async fn retries_during_a_copy_start_no_second_copy() {
     // Replicate's retries, with the same webhook-id, while it copies.
     for _ in 0..2 {
         let retry = handler
-            .call(signed_post_with_id(&job.path(), &body, &id))
+            .call(signed_post_with_id(&job.uri(), &body, &id))
             .await;
         assert_eq!(retry.status(), 503, "{}", body_json(&retry));
         assert!(
@@ -203,7 +162,7 @@ async fn retries_during_a_copy_start_no_second_copy() {
     assert_eq!(stored.len(), 1, "{stored:?}");
     // After the copy, a retry is a duplicate and fetches nothing.
     let late = handler
-        .call(signed_post_with_id(&job.path(), &body, &id))
+        .call(signed_post_with_id(&job.uri(), &body, &id))
         .await;
     assert_eq!(body_json(&late)["outcome"], "duplicate");
     assert_eq!(files.requests().len(), 1);
@@ -213,9 +172,9 @@ async fn retries_during_a_copy_start_no_second_copy() {
 async fn a_caller_that_hangs_up_in_vercel_mode_still_gets_its_job_finished() {
     let files = StandIn::start().await;
     let (url, release) = files.add_held("out.png", "image/png", b"png bytes");
-    let job = Job::new().await;
+    let job = Job::prediction().await;
     let function = Function::start(&[("OUTPUT_HOSTS", &files.base)]).await;
-    let request = function.request(&job.path(), &job.delivery(json!([url])), &webhook_id());
+    let request = function.request(&job.uri(), &job.delivery(json!([url])), &webhook_id());
     let call = tokio::spawn(async move { request.send().await });
     wait_until("the copy to start", Duration::from_secs(10), || async {
         files.requests().len() == 1
@@ -260,7 +219,7 @@ async fn a_failing_file_leaves_no_unfinished_upload_of_the_others() {
     let missing = format!("{}/f/missing.png", files.base);
     let root = private_s3_root();
     let s3 = spawn_s3_on(free_port(), &root).await;
-    let job = Arc::new(Job::new().await);
+    let job = Arc::new(Job::prediction().await);
     let handler = Arc::new(Webhook::new(
         WebhookRoute::Predict,
         &settings_with(&[
@@ -270,7 +229,7 @@ async fn a_failing_file_leaves_no_unfinished_upload_of_the_others() {
     ));
     let body = job.delivery(json!([big, missing]));
     let delivery = {
-        let (handler, path) = (Arc::clone(&handler), job.path());
+        let (handler, path) = (Arc::clone(&handler), job.uri());
         tokio::spawn(async move { handler.call(signed_post(&path, &body)).await })
     };
     // The large file is mid-upload (its first parts are in the store) ...
