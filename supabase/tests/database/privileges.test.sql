@@ -17,7 +17,10 @@ insert into rpc values
   ('public.reconcile_check_failed(text, uuid)'),
   ('public.schedule_reconcile(text, text, text)'),
   ('public.unschedule_reconcile()'),
-  ('public.note_replicate_event(text, text)');
+  ('public.note_replicate_event(text, text)'),
+  ('public.record_webhook_rejection(text, text)'),
+  ('public.recent_activity(integer, integer)'),
+  ('public.prune_webhook_history(integer, integer)');
 
 -- functions
 select is_empty(
