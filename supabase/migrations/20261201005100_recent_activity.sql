@@ -7,8 +7,10 @@
 --   last_delivery_at     when the newest delivery from Replicate was recorded (any route
 --                        but reconcile; null when none ever was), whatever the window
 --   deliveries           {outcome: n}: deliveries recorded in the window, by outcome
---                        (applied, duplicate, stale, ignored; reconcile's own are not
---                        deliveries and are counted in reconciled_24h)
+--                        (applied, stale, ignored, always present). A delivery repeated
+--                        with the same webhook-id (duplicate) is not a new row, so it is
+--                        not counted again; reconcile's own events are not deliveries
+--                        (see reconciled_24h)
 --   rejected             {reason: n}: requests the webhook routes refused in the window
 --                        (webhook_rejections; the six reasons always present)
 --   stuck_jobs           jobs not terminal whose row has not changed for
@@ -65,7 +67,7 @@ as $$
       (select max(e.received_at) from public.webhook_events e where e.route <> 'reconcile'),
     'deliveries',
       (select jsonb_object_agg(k.outcome, coalesce(d.n, 0) order by k.outcome)
-       from (select unnest(array['applied', 'duplicate', 'stale', 'ignored']) as outcome
+       from (select unnest(array['applied', 'stale', 'ignored']) as outcome
              union select outcome from deliveries) k
        left join deliveries d using (outcome)),
     'rejected',

@@ -34,7 +34,7 @@ delete from private.webhook_rejections;
 set local role service_role;
 select is(public.recent_activity(),
   jsonb_build_object('window_seconds', 3600, 'last_delivery_at', null,
-    'deliveries', '{"applied": 0, "duplicate": 0, "stale": 0, "ignored": 0}'::jsonb,
+    'deliveries', '{"applied": 0, "stale": 0, "ignored": 0}'::jsonb,
     'rejected', '{"method": 0, "too_large": 0, "signature": 0, "bad_request": 0, "not_found": 0, "unavailable": 0}'::jsonb,
     'stuck_jobs', 0, 'reconciled_24h', 0, 'expired_outputs_24h', 0),
   'with nothing recorded every count is there, at zero');
@@ -45,7 +45,7 @@ reset role;
 insert into public.webhook_events (webhook_id, route, replicate_id, status, outcome, received_at) values
   ('msg_1', 'predict', 'pr_1', 'processing', 'applied', now() - interval '5 minutes'),
   ('msg_2', 'predict', 'pr_1', 'succeeded', 'applied', now() - interval '2 minutes'),
-  ('msg_3', 'unified', 'pr_1', 'succeeded', 'duplicate', now() - interval '1 minute'),
+  ('msg_3', 'unified', 'pr_1', 'succeeded', 'stale', now() - interval '1 minute'),
   ('msg_old', 'train', 'tr_1', 'succeeded', 'applied', now() - interval '2 hours'),
   ('reconcile:pr_2:failed', 'reconcile', 'pr_2', 'failed', 'reconciled', now() - interval '30 seconds'),
   ('reconcile:pr_3:failed', 'reconcile', 'pr_3', 'failed', 'reconciled', now() - interval '20 hours'),
@@ -65,7 +65,7 @@ update public.models set status = 'succeeded', updated_at = now() - interval '3 
 
 set local role service_role;
 select is(public.recent_activity() -> 'deliveries',
-  '{"applied": 2, "duplicate": 1, "stale": 0, "ignored": 0}'::jsonb,
+  '{"applied": 2, "stale": 1, "ignored": 0}'::jsonb,
   'deliveries of the last hour by outcome; older ones and reconcile''s own left out');
 select is(public.recent_activity() ->> 'last_delivery_at',
   to_jsonb(now() - interval '1 minute') #>> '{}',
