@@ -1,9 +1,10 @@
 //! The `completed` function: see the contract's route table.
 
+use shared::activity::Counted;
 use shared::platform::{self, BoxError};
 use shared::routes::{Webhook, WebhookRoute};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    platform::run(|env| Webhook::new(WebhookRoute::Completed, env)).await
+    platform::run(|env| Counted::new(Webhook::new(WebhookRoute::Completed, env), env)).await
 }

@@ -1,9 +1,10 @@
 //! The `predict` function: see the contract's route table.
 
+use shared::activity::Counted;
 use shared::platform::{self, BoxError};
 use shared::routes::{Webhook, WebhookRoute};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    platform::run(|env| Webhook::new(WebhookRoute::Predict, env)).await
+    platform::run(|env| Counted::new(Webhook::new(WebhookRoute::Predict, env), env)).await
 }

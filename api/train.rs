@@ -1,9 +1,10 @@
 //! The `train` function: see the contract's route table.
 
+use shared::activity::Counted;
 use shared::platform::{self, BoxError};
 use shared::routes::{Webhook, WebhookRoute};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    platform::run(|env| Webhook::new(WebhookRoute::Train, env)).await
+    platform::run(|env| Counted::new(Webhook::new(WebhookRoute::Train, env), env)).await
 }

@@ -156,6 +156,13 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `offered` is this secret, compared in constant time (the length is not
+    /// secret; the contents are compared without an early exit).
+    pub fn matches(&self, offered: &str) -> bool {
+        let (a, b) = (offered.as_bytes(), self.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -384,6 +391,39 @@ impl ReconcileLimits {
     }
 }
 
+/// Default `EVENTS_RETENTION_DAYS`.
+pub const DEFAULT_EVENTS_RETENTION_DAYS: u32 = 30;
+
+/// Reads `EVENTS_RETENTION_DAYS` (default 30, at least 1): how long reconcile keeps
+/// `webhook_events` rows and the rejection counts.
+pub fn events_retention_days(env: &impl Env) -> Result<u32, ConfigError> {
+    let days = number(env, "EVENTS_RETENTION_DAYS", DEFAULT_EVENTS_RETENTION_DAYS)?;
+    if days == 0 {
+        return Err(ConfigError::Invalid {
+            name: "EVENTS_RETENTION_DAYS",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(days)
+}
+
+/// Reads `ALERT_WEBHOOK_URL` (optional): an http(s) URL, kept exactly as given (a Slack or
+/// Discord webhook URL carries its token in the path, so it is held as a [`Secret`]).
+pub fn alert_webhook_url(env: &impl Env) -> Result<Option<Secret>, ConfigError> {
+    let Some(value) = optional(env, "ALERT_WEBHOOK_URL")? else {
+        return Ok(None);
+    };
+    match url::Url::parse(&value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(Some(Secret::new(value)))
+        }
+        _ => Err(ConfigError::Invalid {
+            name: "ALERT_WEBHOOK_URL",
+            reason: "not an http(s) URL".into(),
+        }),
+    }
+}
+
 /// What applying an event needs, whichever route it came through: the database, the
 /// bucket and where files may come from, and email when it is on.
 #[derive(Debug, Clone)]
@@ -446,6 +486,11 @@ pub struct ReconcileConfig {
     pub limits: ReconcileLimits,
     /// What applying Replicate's answer needs.
     pub apply: ApplyConfig,
+    /// `ALERT_WEBHOOK_URL`: where a run that found something posts its message.
+    pub alert_url: Option<Secret>,
+    /// `EVENTS_RETENTION_DAYS`: older `webhook_events` rows and rejection counts are
+    /// deleted.
+    pub retention_days: u32,
 }
 
 impl ReconcileConfig {
@@ -456,6 +501,8 @@ impl ReconcileConfig {
             replicate_api: ReplicateApiConfig::from_env(env)?,
             limits: ReconcileLimits::from_env(env)?,
             apply: ApplyConfig::from_env(env)?,
+            alert_url: alert_webhook_url(env)?,
+            retention_days: events_retention_days(env)?,
         })
     }
 }
@@ -475,6 +522,8 @@ pub struct HealthConfig {
     /// What reconcile needs besides the rest: every problem (a missing variable means
     /// reconcile is not set up, which is allowed; an invalid one is a fault).
     pub reconcile: Vec<ConfigError>,
+    /// `CRON_SECRET`, when set and valid: a request bearing it also sees recent activity.
+    pub cron_secret: Option<Secret>,
 }
 
 impl HealthConfig {
@@ -496,10 +545,13 @@ impl HealthConfig {
                 required(env, "CRON_SECRET").err(),
                 ReplicateApiConfig::from_env(env).err(),
                 ReconcileLimits::from_env(env).err(),
+                alert_webhook_url(env).err(),
+                events_retention_days(env).err(),
             ]
             .into_iter()
             .flatten()
             .collect(),
+            cron_secret: required(env, "CRON_SECRET").ok().map(Secret::new),
         }
     }
 }
@@ -687,6 +739,57 @@ mod tests {
                 matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn alert_url_and_retention_are_read_and_named_when_invalid() {
+        let base = [
+            ("CRON_SECRET", "c"),
+            ("REPLICATE_API_TOKEN", "r8"),
+            ("SUPABASE_URL", "https://x.supabase.co"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+            ("S3_BUCKET", "b"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ];
+        let config = ReconcileConfig::from_env(&base).unwrap();
+        assert!(config.alert_url.is_none());
+        assert_eq!(config.retention_days, 30);
+        let hook = "https://hooks.slack.com/services/T0/B0/tokenvalue";
+        let env: std::collections::HashMap<String, String> = base
+            .iter()
+            .chain(&[("ALERT_WEBHOOK_URL", hook), ("EVENTS_RETENTION_DAYS", "7")])
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let config = ReconcileConfig::from_env(&env).unwrap();
+        assert_eq!(config.alert_url.as_ref().map(Secret::expose), Some(hook));
+        assert!(!format!("{config:?}").contains("tokenvalue"));
+        assert_eq!(config.retention_days, 7);
+        for (name, value) in [
+            ("ALERT_WEBHOOK_URL", "hooks.slack.com/services/tokenvalue"),
+            ("ALERT_WEBHOOK_URL", "ftp://example.com/tokenvalue"),
+            ("EVENTS_RETENTION_DAYS", "0"),
+            ("EVENTS_RETENTION_DAYS", "a month"),
+        ] {
+            let mut env = env.clone();
+            env.insert(name.into(), value.into());
+            let err = ReconcileConfig::from_env(&env).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{err}"
+            );
+            assert!(!err.to_string().contains(value), "{err}");
+            assert!(HealthConfig::from_env(&env).reconcile.contains(&err));
+        }
+    }
+
+    #[test]
+    fn a_secret_matches_only_itself() {
+        let secret = Secret::new("cron-secret".into());
+        assert!(secret.matches("cron-secret"));
+        for other in ["", "cron-secreT", "cron-secret ", "cron"] {
+            assert!(!secret.matches(other), "{other:?}");
         }
     }
 

@@ -8,7 +8,10 @@
 //! - [`outputs`] and [`storage`]: output files, the allow-list, the S3 copier and bucket.
 //! - [`apply`]: what every delivery does (copy files, then one transaction).
 //! - [`routes`]: the core handlers; [`platform`]: Lambda and Vercel adapters around them.
+//! - [`activity`]: refused requests counted for health; [`alert`]: reconcile's messages.
 
+pub mod activity;
+pub mod alert;
 pub mod apply;
 pub mod config;
 pub mod deadline;

@@ -43,6 +43,21 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<Bytes>,
         log: &mut LogFields,
     ) -> impl Future<Output = Response<Bytes>> + Send;
+
+    /// Whether the route's refusals are counted for health ([`crate::activity`]): the
+    /// webhook routes, wrapped in [`crate::activity::Counted`].
+    fn counts_rejections(&self) -> bool {
+        false
+    }
+
+    /// Records one refusal for `reason`; called by [`respond`] after the answer is built,
+    /// within [`REJECTION_COUNT_TIMEOUT`].
+    fn record_rejection(
+        &self,
+        _reason: crate::activity::Rejection,
+    ) -> impl Future<Output = Result<(), crate::store::StoreError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The body limit of routes that take no body worth reading (health, reconcile): enough
@@ -126,10 +141,46 @@ pub async fn respond<H: Handler + ?Sized>(
     logged(handler.name(), request_id, &method, async {
         let mut log = LogFields::default();
         let response = handler.handle(req, &mut log).await;
+        count_rejection(handler, response.status()).await;
         (response, log)
     })
     .await
 }
+
+// --- Counting refusals (health's `recent` block) ------------------------------------------
+
+/// The longest a refused request's answer waits for its count to be recorded.
+pub const REJECTION_COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Records why `handler` refused a request, when it counts refusals and `status` is one it
+/// counts. Best effort: bounded by [`REJECTION_COUNT_TIMEOUT`], and a failure is only
+/// logged, so the answer is never changed (when the database is down, its 503 is held
+/// back at most that long: the count fails, or is given up, and the answer goes out).
+async fn count_rejection<H: Handler + ?Sized>(handler: &H, status: http::StatusCode) {
+    if !handler.counts_rejections() {
+        return;
+    }
+    let Some(reason) = crate::activity::Rejection::from_status(status) else {
+        return;
+    };
+    let why = match tokio::time::timeout(REJECTION_COUNT_TIMEOUT, handler.record_rejection(reason))
+        .await
+    {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    logging::event(
+        "warn",
+        handler.name(),
+        &format!(
+            "a refused request ({}) was not counted: {why}",
+            reason.as_str()
+        ),
+    );
+}
+
+// -------------------------------------------------------------------------------------------
 
 /// Awaits `work` (an answer and what its log line should say), adds `x-request-id` to the
 /// answer and writes the log line: the one path every invocation's log line takes.

@@ -11,6 +11,7 @@ use crate::upstream::read_at_most;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -199,6 +200,36 @@ impl QuietJob {
             user_id: self.user_id,
         }
     }
+}
+
+/// What has been happening lately, as `recent_activity` answers it: health's `recent`
+/// block (see the migration for what each number counts).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recent {
+    /// The window `deliveries` and `rejected` cover.
+    pub window_seconds: u32,
+    /// When the newest delivery from Replicate was recorded.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_delivery_at: Option<OffsetDateTime>,
+    /// Deliveries in the window, by outcome.
+    pub deliveries: BTreeMap<String, u64>,
+    /// Refused requests in the window, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Jobs not terminal whose row has not changed for the stuck period.
+    pub stuck_jobs: u64,
+    /// Jobs reconcile finished in the last 24 hours.
+    pub reconciled_24h: u64,
+    /// Jobs failed in the last 24 hours because their outputs expired first.
+    pub expired_outputs_24h: u64,
+}
+
+/// What one retention call deleted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pruned {
+    /// `webhook_events` rows.
+    pub webhook_events: u64,
+    /// Rejection count rows (one per route, reason and minute).
+    pub rejections: u64,
 }
 
 /// Why a store call failed. Messages carry no URL, key or upstream body.
@@ -492,6 +523,64 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// Adds one to the current minute's count of `route` refusing a request for `reason`.
+    pub async fn record_rejection(
+        &self,
+        route: &str,
+        reason: crate::activity::Rejection,
+    ) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Args<'a> {
+            p_route: &'a str,
+            p_reason: &'a str,
+        }
+        let body = serde_json::to_string(&Args {
+            p_route: route,
+            p_reason: reason.as_str(),
+        })
+        .map_err(|_| StoreError::Decode)?;
+        let request = self.client.rpc("record_webhook_rejection", body)?.build();
+        check_status(self.send(request).await?).await.map(drop)
+    }
+
+    /// What has been happening: deliveries and refusals in the last `window_seconds`, jobs
+    /// unchanged for `stuck_after_seconds`, and the last day's reconciled and expired jobs.
+    pub async fn recent_activity(
+        &self,
+        window_seconds: u32,
+        stuck_after_seconds: u32,
+    ) -> Result<Recent, StoreError> {
+        #[derive(Serialize)]
+        struct Args {
+            p_window_seconds: u32,
+            p_stuck_after_seconds: u32,
+        }
+        let args = Args {
+            p_window_seconds: window_seconds,
+            p_stuck_after_seconds: stuck_after_seconds,
+        };
+        self.rpc("recent_activity", &args).await
+    }
+
+    /// Deletes `webhook_events` rows and rejection counts older than `retention_days`, the
+    /// oldest first, at most `batch` of each.
+    pub async fn prune_history(
+        &self,
+        retention_days: u32,
+        batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        #[derive(Serialize)]
+        struct Args {
+            p_retention_days: u32,
+            p_batch: u32,
+        }
+        let args = Args {
+            p_retention_days: retention_days,
+            p_batch: batch,
+        };
+        self.rpc("prune_webhook_history", &args).await
     }
 
     /// The email address of a user's profile, if any.

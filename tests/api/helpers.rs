@@ -245,6 +245,14 @@ impl Db {
         }
     }
 
+    /// Connects with the service role key to the PostgREST at `url` (a test's own).
+    pub fn service_at(url: &str) -> Db {
+        Db {
+            url: url.to_owned(),
+            ..Db::service()
+        }
+    }
+
     /// Connects with the anon key (what a browser holds).
     pub fn anon() -> Db {
         Db {
@@ -515,9 +523,14 @@ pub async fn spawn_postgrest() -> Server {
 
 /// Starts a PostgREST of our own on `port`.
 pub async fn spawn_postgrest_on(port: u16) -> Server {
+    spawn_postgrest_for(&stack_var("PGRST_DB_URI"), port).await
+}
+
+/// Starts a PostgREST of our own on `port`, serving the database at `db_uri`.
+pub async fn spawn_postgrest_for(db_uri: &str, port: u16) -> Server {
     let child = Command::new(stack_var("POSTGREST_BIN"))
         .env_clear()
-        .env("PGRST_DB_URI", stack_var("PGRST_DB_URI"))
+        .env("PGRST_DB_URI", db_uri)
         .env("PGRST_DB_SCHEMAS", "public")
         .env("PGRST_DB_ANON_ROLE", "anon")
         .env("PGRST_JWT_SECRET", stack_var("PGRST_JWT_SECRET"))
@@ -652,4 +665,157 @@ pub fn scheduled_event(source: &str) -> Value {
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/Every5Minutes"],
         "detail": {}
     })
+}
+
+/// `url` (a PostgreSQL URI) naming the database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Runs `sql` with psql as the stack's database owner on `database`; stdout, or stderr as
+/// the error.
+pub fn psql_in(database: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(with_database(&stack_var("DATABASE_URL"), database))
+        .args(["-c", sql])
+        .output()
+        .expect("psql runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// What the stack's `pg_bootstrap` gives its database before the migrations: Supabase's
+/// grants and default privileges in public, and the auth stand-in the policies call.
+const BOOTSTRAP: &str = r#"
+grant usage on schema public to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  grant all on tables to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  grant all on sequences to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  grant all on functions to anon, authenticated, service_role;
+create schema extensions;
+grant usage on schema extensions to anon, authenticated, service_role;
+create schema auth;
+grant usage on schema auth to anon, authenticated, service_role;
+create table auth.users (id uuid primary key default gen_random_uuid(), email text,
+  created_at timestamptz not null default now());
+create function auth.jwt() returns jsonb language sql stable
+  as $$ select coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb $$;
+create function auth.uid() returns uuid language sql stable
+  as $$ select nullif(auth.jwt() ->> 'sub', '')::uuid $$;
+create function auth.role() returns text language sql stable
+  as $$ select coalesce(auth.jwt() ->> 'role', current_user) $$;
+"#;
+
+/// A database with every migration applied that new databases are copied from, made once
+/// per set of migrations (its name says which) and kept for the next run.
+fn template_database() -> &'static str {
+    static TEMPLATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        use sha2::Digest as _;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supabase/migrations");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("migrations")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .collect();
+        files.sort();
+        let mut hash = Sha256::new();
+        let mut sql = vec![BOOTSTRAP.to_owned()];
+        for file in &files {
+            let text = std::fs::read_to_string(file).expect("migration");
+            hash.update(&text);
+            sql.push(text);
+        }
+        hash.update(BOOTSTRAP);
+        let name = format!("tpl_{:x}", hash.finalize())[..24].to_owned();
+        let exists = psql_in(
+            "postgres",
+            &format!("select count(*) from pg_database where datname = '{name}'"),
+        )
+        .expect("the stack's database answers");
+        if exists == "1" {
+            return name;
+        }
+        // Built under a name of its own and renamed when complete, so a half-made
+        // template is never used.
+        let building = format!("build_{}", Uuid::new_v4().simple());
+        psql_in("postgres", &format!("create database {building}")).expect("create database");
+        for part in &sql {
+            let applied = psql_in(&building, &format!("begin;\n{part}\ncommit;"));
+            assert!(applied.is_ok(), "template: {applied:?}");
+        }
+        psql_in(
+            "postgres",
+            &format!("alter database {building} rename to {name}"),
+        )
+        .expect("rename the template");
+        name
+    })
+}
+
+/// A database of a test's own, with every migration applied, and a PostgREST in front of
+/// it: counts and retention seen there are the test's alone. Both go when dropped.
+pub struct OwnDatabase {
+    /// The database's name.
+    pub name: String,
+    /// Base URL of its PostgREST.
+    pub url: String,
+    postgrest: Server,
+}
+
+impl OwnDatabase {
+    /// Copies the template and starts PostgREST on it.
+    pub async fn new() -> OwnDatabase {
+        let template = template_database();
+        let name = format!("own_{}", Uuid::new_v4().simple());
+        psql_in(
+            "postgres",
+            &format!("create database {name} template {template}"),
+        )
+        .expect("copy the template");
+        let port = free_port();
+        let postgrest =
+            spawn_postgrest_for(&with_database(&stack_var("PGRST_DB_URI"), &name), port).await;
+        OwnDatabase {
+            name,
+            url: format!("http://127.0.0.1:{port}"),
+            postgrest,
+        }
+    }
+
+    /// The stack's environment, pointed at this database, with `changes` applied.
+    pub fn settings_with(&self, changes: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut env = settings_with(changes);
+        env.insert("POSTGREST_URL".into(), self.url.clone());
+        env
+    }
+
+    /// A service-role client of this database.
+    pub fn db(&self) -> Db {
+        Db::service_at(&self.url)
+    }
+
+    /// Runs `sql` on this database as its owner; panics when it fails.
+    pub fn psql(&self, sql: &str) -> String {
+        psql_in(&self.name, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        self.postgrest.stop();
+        let _ = psql_in(
+            "postgres",
+            &format!("drop database if exists {} with (force)", self.name),
+        );
+    }
 }

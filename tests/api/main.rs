@@ -3,6 +3,7 @@
 // A test that cannot set up should fail loudly; panicking helpers are the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod activity;
 mod deploy_config;
 mod gateway;
 mod hardening;

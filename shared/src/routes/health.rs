@@ -1,5 +1,9 @@
 //! `GET /api/health`: configuration and dependency checks, run in parallel with short
 //! timeouts. Names what is missing or unreachable; never a secret, key or URL.
+//!
+//! With `Authorization: Bearer $CRON_SECRET` the answer adds `recent`: what has been
+//! happening (deliveries, refused requests, stuck, reconciled and expired jobs), from one
+//! database call. Without it (or with another bearer) that call is not made.
 
 use crate::config::{ConfigError, Env, HealthConfig};
 use crate::error::ApiError;
@@ -7,15 +11,23 @@ use crate::logging::LogFields;
 use crate::platform::{Handler, SMALL_BODY_LIMIT};
 use crate::respond;
 use crate::storage::Storage;
-use crate::store::Store;
+use crate::store::{Recent, Store};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long each dependency check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The window of `recent`'s delivery and refusal counts.
+pub const RECENT_WINDOW_SECONDS: u32 = 3600;
+
+/// How long a job that is not terminal may go unchanged before `recent` counts it stuck:
+/// reconcile checks a job after `RECONCILE_AFTER_SECONDS` (120) and moves it when it is
+/// still running, so a job unchanged for 10 minutes is one reconcile is not finishing.
+pub const STUCK_AFTER_SECONDS: u32 = 600;
 
 /// The health route's handler.
 #[derive(Debug)]
@@ -61,6 +73,9 @@ struct Report {
     version: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     problems: Vec<String>,
+    /// Only for the cron bearer; `null` when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recent: Option<Option<Recent>>,
 }
 
 /// Reconcile is optional: it is `not configured` while any of its variables is missing,
@@ -98,6 +113,30 @@ impl Health {
             .map_err(|e| Problem::Unreachable(e.to_string()))
     }
 
+    /// Recent activity, for a request bearing `CRON_SECRET`; `None` for any other request
+    /// (nothing is asked of the database then).
+    async fn recent(&self, req: &Request<Bytes>) -> Option<Result<Recent, String>> {
+        let secret = self.config.cron_secret.as_ref()?;
+        let offered = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))?;
+        if !secret.matches(offered.trim()) {
+            return None;
+        }
+        let Ok(config) = self.config.database.as_ref() else {
+            return Some(Err("the database is not configured".into()));
+        };
+        let store = self.store.get_or_init(|| Store::new(config, CHECK_TIMEOUT));
+        Some(
+            store
+                .recent_activity(RECENT_WINDOW_SECONDS, STUCK_AFTER_SECONDS)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    }
+
     async fn storage(&self) -> Result<(), Problem> {
         let config = self.config.storage.as_ref().map_err(not_configured)?;
         let storage = self.storage.get_or_init(|| Storage::new(config));
@@ -130,7 +169,8 @@ impl Handler for Health {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond::error(&ApiError::MethodNotAllowed { allow: "GET, HEAD" }, log);
         }
-        let (database, storage) = tokio::join!(self.database(), self.storage());
+        let (database, storage, recent) =
+            tokio::join!(self.database(), self.storage(), self.recent(&req));
         let webhook = match self.config.webhook.first() {
             None => Ok(()),
             Some(first) => Err(Problem::NotConfigured(first.clone())),
@@ -164,6 +204,11 @@ impl Handler for Health {
                 .map(|e| format!("webhook: {e}")),
         );
         let (reconcile, reconcile_ok) = reconcile_state(&self.config.reconcile, &mut problems);
+        // Not being able to read the activity is named, but is no fault of the deployment.
+        let recent = recent.map(|read| {
+            read.map_err(|why| problems.push(format!("recent: {why}")))
+                .ok()
+        });
         let healthy = !failed && reconcile_ok;
         let report = Report {
             status: if healthy { "healthy" } else { "degraded" },
@@ -174,6 +219,7 @@ impl Handler for Health {
             reconcile,
             version: env!("CARGO_PKG_VERSION"),
             problems,
+            recent,
         };
         let status = if healthy {
             StatusCode::OK

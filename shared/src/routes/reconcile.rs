@@ -9,7 +9,13 @@
 //! job that never got a Replicate id, or that Replicate still does not know once it is old,
 //! ends aborted and refunded; a check that fails backs the job off (growing delays) instead
 //! of heading every batch; and a run stops taking jobs before the function's time limit.
+//!
+//! Each run also deletes a batch of `webhook_events` rows and rejection counts older than
+//! `EVENTS_RETENTION_DAYS`, and, with `ALERT_WEBHOOK_URL` set, a run that found something
+//! (lost webhooks, expired outputs, jobs that never started, failed checks) posts one
+//! message saying so.
 
+use crate::alert::Alerts;
 use crate::apply::Services;
 use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret};
 use crate::deadline::Deadline;
@@ -21,7 +27,7 @@ use crate::replicate::{Delivery, Output, Status};
 use crate::replicate_api::{Lookup, ReplicateApi};
 use crate::respond;
 use crate::signature::SignatureError;
-use crate::store::{ApplyEvent, QuietJob};
+use crate::store::{ApplyEvent, Pruned, QuietJob};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
@@ -34,6 +40,9 @@ pub const EXPIRED: &str = "outputs expired before they were stored";
 /// The error a job ends with when it never got a Replicate id, or Replicate still does not
 /// know it after `RECONCILE_MAX_AGE_SECONDS`.
 pub const NEVER_STARTED: &str = "never started on Replicate";
+
+/// The most rows of each table one run's retention deletes.
+pub const RETENTION_BATCH: u32 = 5000;
 
 /// The reconcile route's handler.
 #[derive(Debug)]
@@ -48,6 +57,8 @@ struct Ready {
     limits: ReconcileLimits,
     api: ReplicateApi,
     services: Services,
+    alerts: Option<Alerts>,
+    retention_days: u32,
 }
 
 /// Which list a job came from, which decides what Replicate's 404 means.
@@ -62,7 +73,7 @@ enum Age {
 /// What one job's check came to.
 enum Checked {
     /// The job was settled by this run.
-    Reconciled,
+    Reconciled(Settled),
     /// Nothing to change yet; the job waits another quiet period.
     Unchanged,
     /// The check did not work (API, files, store): the job backs off; the run goes on.
@@ -71,15 +82,107 @@ enum Checked {
     RateLimited,
 }
 
+/// How a job this run settled ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// As Replicate reports it: its webhook was lost.
+    Finished,
+    /// Failed and refunded: its outputs were gone before they were stored.
+    Expired,
+    /// Aborted and refunded: it never started on Replicate.
+    Aborted,
+}
+
 /// A run's answer.
-#[derive(Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Summary {
     ok: bool,
     checked: u32,
+    /// Jobs settled, whichever way.
     reconciled: u32,
+    /// Of those, failed because their outputs expired.
+    expired: u32,
+    /// Of those, aborted because they never started on Replicate.
+    aborted: u32,
     failed: u32,
     rate_limited: bool,
     out_of_time: bool,
+    /// What retention deleted; `null` when it could not run.
+    deleted: Option<Pruned>,
+}
+
+impl Summary {
+    /// The alert for this run: `None` when it found nothing worth telling.
+    fn alert(&self) -> Option<String> {
+        let plural = |n: u32, one: &str, many: &str| {
+            if n == 1 {
+                format!("1 {one}")
+            } else {
+                format!("{n} {many}")
+            }
+        };
+        let mut lines = Vec::new();
+        let lost = self.reconciled.saturating_sub(self.aborted);
+        if lost > 0 {
+            lines.push(format!(
+                "{} only through reconcile: {} never arrived. Likely causes: a wrong \
+                 webhook URL passed to Replicate, deployment protection (e.g. Vercel \
+                 Authentication) answering Replicate's deliveries, a redirect (a domain \
+                 that redirects elsewhere; deliveries do not follow it), or the webhook \
+                 function down. GET /api/health with the cron secret shows recent \
+                 deliveries and refused requests.",
+                plural(lost, "job finished", "jobs finished"),
+                if lost == 1 {
+                    "its webhook"
+                } else {
+                    "their webhooks"
+                },
+            ));
+        }
+        if self.expired > 0 {
+            lines.push(format!(
+                "{} before they were stored, so {} failed and refunded.",
+                plural(
+                    self.expired,
+                    "job's outputs expired",
+                    "jobs' outputs expired"
+                ),
+                if self.expired == 1 {
+                    "it ended"
+                } else {
+                    "they ended"
+                },
+            ));
+        }
+        if self.aborted > 0 {
+            lines.push(format!(
+                "{} on Replicate (no Replicate id after ORPHAN_AFTER_SECONDS, or unknown \
+                 to Replicate after RECONCILE_MAX_AGE_SECONDS): aborted and refunded.",
+                plural(self.aborted, "job never started", "jobs never started"),
+            ));
+        }
+        if self.failed > 0 {
+            lines.push(format!(
+                "{} (Replicate's API, the output files or the database); those jobs are \
+                 checked again after growing delays, and reconcile's log lines say why.",
+                plural(self.failed, "check failed", "checks failed"),
+            ));
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        if self.rate_limited || self.out_of_time {
+            lines.push(
+                "The run stopped early (rate limited, or near its time limit); the rest \
+                 waits for the next run."
+                    .into(),
+            );
+        }
+        Some(format!(
+            "Replicate webhooks, reconcile: {}",
+            lines.join(" ")
+        ))
+    }
 }
 
 impl Reconcile {
@@ -90,6 +193,8 @@ impl Reconcile {
             limits: c.limits,
             api: ReplicateApi::new(c.replicate_api),
             services: Services::new(c.apply),
+            alerts: c.alert_url.map(Alerts::new),
+            retention_days: c.retention_days,
         });
         Reconcile { ready }
     }
@@ -124,11 +229,7 @@ impl Ready {
         let deadline = Instant::now() + limits.time_budget;
         let mut summary = Summary {
             ok: true,
-            checked: 0,
-            reconciled: 0,
-            failed: 0,
-            rate_limited: false,
-            out_of_time: false,
+            ..Summary::default()
         };
 
         // Lost webhooks first: their files expire within the hour. Orphans and old jobs,
@@ -154,6 +255,10 @@ impl Ready {
                 .check_all(&lost, Age::Old, (deadline, limit), &mut summary)
                 .await;
         }
+        summary.deleted = ready.prune().await;
+        if let Some(text) = summary.alert() {
+            ready.alert(&text).await;
+        }
         log.outcome = Some(format!(
             "checked {}, reconciled {}, failed {}{}",
             summary.checked,
@@ -177,10 +282,7 @@ impl Ready {
             .ok_or(ApiError::Unauthorized(SignatureError::MissingHeader(
                 "authorization",
             )))?;
-        if constant_time_eq(
-            offered.trim().as_bytes(),
-            self.cron_secret.expose().as_bytes(),
-        ) {
+        if self.cron_secret.matches(offered.trim()) {
             Ok(())
         } else {
             Err(ApiError::Unauthorized(SignatureError::NoMatch))
@@ -205,7 +307,14 @@ impl Ready {
             }
             summary.checked += 1;
             match self.check(job, age, limit).await {
-                Checked::Reconciled => summary.reconciled += 1,
+                Checked::Reconciled(how) => {
+                    summary.reconciled += 1;
+                    match how {
+                        Settled::Finished => {}
+                        Settled::Expired => summary.expired += 1,
+                        Settled::Aborted => summary.aborted += 1,
+                    }
+                }
                 Checked::Unchanged => {}
                 Checked::Failed(reason) => {
                     summary.failed += 1;
@@ -253,11 +362,13 @@ impl Ready {
         } else {
             match self.apply(owned, &delivery, limit).await {
                 Err(ApiError::Copy(e)) if e.is_gone() => self.expire(owned, &delivery, limit).await,
-                other => other,
+                other => other.map(|outcome| (outcome, Settled::Finished)),
             }
         };
         match result {
-            Ok(Outcome::Reconciled) if delivery.status.is_terminal() => Checked::Reconciled,
+            Ok((Outcome::Reconciled, how)) if delivery.status.is_terminal() => {
+                Checked::Reconciled(how)
+            }
             Ok(_) => {
                 // Still running (or settled by a webhook meanwhile): look again after
                 // another quiet period.
@@ -285,14 +396,14 @@ impl Ready {
         job: JobRef,
         delivery: &Delivery,
         limit: Deadline,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<(Outcome, Settled), ApiError> {
         let failed = Delivery {
             status: Status::Failed,
             output: Output::none(),
             error: Some(EXPIRED.into()),
             ..delivery.clone()
         };
-        self.apply(job, &failed, limit).await
+        Ok((self.apply(job, &failed, limit).await?, Settled::Expired))
     }
 
     /// The job never ran on Replicate (no id, or unknown there long after): it ends
@@ -317,7 +428,9 @@ impl Ready {
             ApplyEvent::new(&id, "reconcile", job.owned(), &aborted, Outcome::Reconciled);
         event.replicate_id = replicate_id;
         match self.services.apply(event, limit).await {
-            Ok(applied) if applied.outcome == Outcome::Reconciled => Checked::Reconciled,
+            Ok(applied) if applied.outcome == Outcome::Reconciled => {
+                Checked::Reconciled(Settled::Aborted)
+            }
             Ok(_) => Checked::Unchanged,
             Err(e) => Checked::Failed(e.to_string()),
         }
@@ -353,6 +466,30 @@ impl Ready {
             Err(e) => format!("backoff not recorded: {e}"),
         };
         self.note(job, &format!("check failed: {reason}; {then}"));
+    }
+
+    /// Deletes a batch of history older than the retention; a failure is logged and
+    /// changes nothing else.
+    async fn prune(&self) -> Option<Pruned> {
+        let pruned = self
+            .services
+            .store()
+            .prune_history(self.retention_days, RETENTION_BATCH)
+            .await;
+        pruned
+            .map_err(|e| logging::event("warn", "reconcile", &format!("retention: {e}")))
+            .ok()
+    }
+
+    /// Posts the run's alert, when one is configured; a failure is logged and changes
+    /// nothing else.
+    async fn alert(&self, text: &str) {
+        let Some(alerts) = &self.alerts else {
+            return;
+        };
+        if let Err(e) = alerts.send(text).await {
+            logging::event("warn", "reconcile", &format!("alert not sent: {e}"));
+        }
     }
 
     fn note(&self, job: &QuietJob, message: &str) {
@@ -406,7 +543,54 @@ impl Handler for Reconcile {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Length is not secret; the contents are compared without an early exit.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_found_nothing_says_nothing() {
+        let quiet = Summary {
+            ok: true,
+            checked: 3,
+            rate_limited: true,
+            ..Summary::default()
+        };
+        assert_eq!(quiet.alert(), None);
+    }
+
+    #[test]
+    fn the_alert_names_what_was_found_and_the_likely_causes() {
+        let found = Summary {
+            ok: true,
+            checked: 6,
+            reconciled: 4,
+            expired: 1,
+            aborted: 1,
+            failed: 2,
+            ..Summary::default()
+        };
+        let text = found.alert().unwrap_or_default();
+        for part in [
+            "3 jobs finished only through reconcile",
+            "wrong webhook URL",
+            "deployment protection",
+            "redirect",
+            "function down",
+            "1 job's outputs expired",
+            "1 job never started",
+            "2 checks failed",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(text.chars().count() <= 2000);
+        let one = Summary {
+            reconciled: 1,
+            ..Summary::default()
+        };
+        let text = one.alert().unwrap_or_default();
+        assert!(
+            text.contains("1 job finished only through reconcile: its webhook"),
+            "{text}"
+        );
+    }
 }

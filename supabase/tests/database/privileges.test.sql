@@ -19,7 +19,10 @@ insert into rpc values
   ('public.unschedule_reconcile()'),
   ('public.note_replicate_event(text, text)'),
   ('public.claim_copy(text, uuid, text, integer)'),
-  ('public.release_copy(text, uuid, text)');
+  ('public.release_copy(text, uuid, text)'),
+  ('public.record_webhook_rejection(text, text)'),
+  ('public.recent_activity(integer, integer)'),
+  ('public.prune_webhook_history(integer, integer)');
 
 -- functions
 select is_empty(

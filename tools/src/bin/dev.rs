@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use shared::activity::Counted;
 use shared::config::ProcessEnv;
 use shared::platform::{self, BoxError};
 use shared::respond;
@@ -20,10 +21,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 struct Routes {
-    train: Webhook,
-    predict: Webhook,
-    unified: Webhook,
-    completed: Webhook,
+    train: Counted<Webhook>,
+    predict: Counted<Webhook>,
+    unified: Counted<Webhook>,
+    completed: Counted<Webhook>,
     health: Health,
     reconcile: Reconcile,
 }
@@ -82,10 +83,10 @@ fn poll_reconcile(routes: Arc<Routes>) {
 async fn main() -> Result<(), BoxError> {
     let env = ProcessEnv;
     let routes = Arc::new(Routes {
-        train: Webhook::new(WebhookRoute::Train, &env),
-        predict: Webhook::new(WebhookRoute::Predict, &env),
-        unified: Webhook::new(WebhookRoute::Unified, &env),
-        completed: Webhook::new(WebhookRoute::Completed, &env),
+        train: Counted::new(Webhook::new(WebhookRoute::Train, &env), &env),
+        predict: Counted::new(Webhook::new(WebhookRoute::Predict, &env), &env),
+        unified: Counted::new(Webhook::new(WebhookRoute::Unified, &env), &env),
+        completed: Counted::new(Webhook::new(WebhookRoute::Completed, &env), &env),
         health: Health::new(&env),
         reconcile: Reconcile::new(&env),
     });
