@@ -12,6 +12,7 @@ mod helpers;
 mod lambda;
 mod lambda_emulator;
 mod outputs;
+mod realtime;
 mod reconcile;
 mod schedule;
 mod standin;
