@@ -9,6 +9,7 @@ use http::Request;
 use serde_json::{Value, json};
 use shared::routes::{Reconcile, Webhook, WebhookRoute};
 use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -274,12 +275,34 @@ async fn two_runs_at_once_double_nothing() {
         b["output"] = json!([url])
     });
 
+    // Both runs list the same jobs; every answer of Replicate's waits until both runs are
+    // inside, so they overlap for certain rather than by luck.
+    let mut rids = Vec::new();
+    for id in jobs.iter().chain([&succeeded]) {
+        let row = w.db.row("predictions", *id).await;
+        rids.push(
+            row["replicate_prediction_id"]
+                .as_str()
+                .expect("rid")
+                .to_owned(),
+        );
+    }
+    let gates: Vec<_> = rids
+        .iter()
+        .map(|rid| w.api.gate(&format!("/v1/predictions/{rid}")))
+        .collect();
     let (a, b) = (Arc::new(w.reconcile()), Arc::new(w.reconcile()));
-    let (ra, rb) = tokio::join!(
-        tokio::spawn(async move { run_authorized(&a).await }),
-        tokio::spawn(async move { run_authorized(&b).await })
-    );
-    let (ra, rb) = (ra.expect("run a"), rb.expect("run b"));
+    let run_a = tokio::spawn(async move { run_authorized(&a).await });
+    let run_b = tokio::spawn(async move { run_authorized(&b).await });
+    // Each gate's receivers: the stand-in's own, and one per request waiting at it.
+    wait_until("both runs inside", Duration::from_secs(20), || async {
+        gates.iter().map(|g| g.receiver_count() - 1).sum::<usize>() >= 2
+    })
+    .await;
+    for gate in &gates {
+        gate.send_replace(true);
+    }
+    let (ra, rb) = (run_a.await.expect("run a"), run_b.await.expect("run b"));
     let total = ra["reconciled"].as_u64().expect("n") + rb["reconciled"].as_u64().expect("n");
     assert_eq!(
         total, 5,

@@ -34,6 +34,8 @@ pub struct Received {
 type Answer = (u16, String, Bytes);
 type Answers = Arc<Mutex<HashMap<String, Answer>>>;
 type Holds = Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>;
+/// Paths whose requests wait until their gate opens; once open, every request passes.
+type Gates = Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>>;
 
 /// A running stand-in; stops when dropped.
 pub struct StandIn {
@@ -42,6 +44,7 @@ pub struct StandIn {
     log: Arc<Mutex<Vec<Received>>>,
     files: Answers,
     holds: Holds,
+    gates: Gates,
     forward: Forward,
     task: tokio::task::JoinHandle<()>,
 }
@@ -63,6 +66,7 @@ impl StandIn {
         let log = Arc::new(Mutex::new(Vec::new()));
         let files: Answers = Arc::default();
         let holds: Holds = Arc::default();
+        let gates: Gates = Arc::default();
         let forward: Forward = Arc::default();
         let (task_log, task_files, task_holds, task_forward) = (
             Arc::clone(&log),
@@ -70,6 +74,7 @@ impl StandIn {
             Arc::clone(&holds),
             Arc::clone(&forward),
         );
+        let task_gates = Arc::clone(&gates);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -81,6 +86,7 @@ impl StandIn {
                     Arc::clone(&task_holds),
                     Arc::clone(&task_forward),
                 );
+                let gates = Arc::clone(&task_gates);
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let (log, files, holds, forward) = (
@@ -89,7 +95,11 @@ impl StandIn {
                             Arc::clone(&holds),
                             Arc::clone(&forward),
                         );
+                        let gate = gates.lock().expect("lock").get(req.uri().path()).cloned();
                         async move {
+                            if let Some(mut gate) = gate {
+                                let _ = gate.wait_for(|open| *open).await;
+                            }
                             let to = forward.lock().expect("lock").clone();
                             Ok::<_, Infallible>(match to {
                                 Some(base) => forwarded(&req, &base, &log),
@@ -108,9 +118,21 @@ impl StandIn {
             log,
             files,
             holds,
+            gates,
             forward,
             task,
         }
+    }
+
+    /// Makes requests to `path` wait until the returned sender sends `true`; from then on
+    /// every request to it passes (unlike [`StandIn::hold`], which releases one).
+    pub fn gate(&self, path: &str) -> tokio::sync::watch::Sender<bool> {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        self.gates
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), gate);
+        open
     }
 
     /// From now on, answers every request with a 307 to the same path under `base`, as a
