@@ -536,13 +536,11 @@ impl Store {
             p_route: &'a str,
             p_reason: &'a str,
         }
-        let body = serde_json::to_string(&Args {
+        let args = Args {
             p_route: route,
             p_reason: reason.as_str(),
-        })
-        .map_err(|_| StoreError::Decode)?;
-        let request = self.client.rpc("record_webhook_rejection", body)?.build();
-        check_status(self.send(request).await?).await.map(drop)
+        };
+        self.call("record_webhook_rejection", &args).await
     }
 
     /// What has been happening: deliveries and refusals in the last `window_seconds`, jobs

@@ -20,14 +20,7 @@ use uuid::Uuid;
 const CRON_SECRET: &str = "cron-activity-secret";
 
 async fn health(handler: &Health, authorization: Option<&str>) -> (u16, Value) {
-    let mut request = Request::get("/api/health");
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    let response = handler
-        .call(request.body(Bytes::new()).expect("request"))
-        .await;
-    (response.status().as_u16(), body_json(&response))
+    get(handler, "/api/health", authorization).await
 }
 
 fn bearer() -> String {

@@ -6,17 +6,9 @@ use crate::helpers::*;
 use crate::standin::StandIn;
 use serde_json::{Value, json};
 use shared::routes::{Health, Webhook, WebhookRoute};
-use std::process::{Command, Stdio};
 
 async fn health(changes: &[(&str, &str)]) -> (u16, Value) {
-    let response = Health::new(&settings_with(changes))
-        .call(
-            http::Request::get("/api/health")
-                .body(bytes::Bytes::new())
-                .expect("request"),
-        )
-        .await;
-    (response.status().as_u16(), body_json(&response))
+    get(&Health::new(&settings_with(changes)), "/api/health", None).await
 }
 
 #[tokio::test]
@@ -202,20 +194,18 @@ async fn invalid_values_are_named_never_echoed_and_make_health_degraded() {
 
 #[tokio::test]
 async fn an_id_that_could_change_a_storage_key_is_refused() {
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let id = seed_prediction(&db, user, None, 2).await;
+    let job = Job::prediction().await;
     let handler = Webhook::new(WebhookRoute::Predict, &settings());
-    let uri = format!("/p?user_id={user}&prediction_id={id}");
     for bad in ["../../other-user/x", "a b", &"z".repeat(65)] {
         let mut body = fixture("prediction_failed", "placeholder");
         body["id"] = json!(bad);
-        let response = handler.call(signed_post(&uri, &body)).await;
-        assert_eq!(response.status(), 400, "{bad}");
+        let (status, _) = deliver(&handler, &job.uri(), &body).await;
+        assert_eq!(status, 400, "{bad}");
     }
-    assert_eq!(db.row("predictions", id).await["status"], "pending");
+    assert_eq!(job.status().await, "pending");
     assert!(
-        db.select("credit_ledger", &format!("prediction_id=eq.{id}"))
+        job.db
+            .select("credit_ledger", &format!("prediction_id=eq.{}", job.id))
             .await
             .is_empty()
     );
@@ -231,45 +221,27 @@ async fn output_fetches_never_go_through_a_proxy() {
         .add("out.png", "image/png", b"png bytes")
         .replace("127.0.0.1", "localhost");
     let proxy = StandIn::start().await;
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let id = seed_prediction(&db, user, None, 1).await;
-    let rid = replicate_id();
-    let port = free_port();
+    let job = Job::prediction().await;
     // A separate process, so the proxy variables reach only this function.
-    let child = Command::new(env!("CARGO_BIN_EXE_predict"))
-        .env_clear()
-        .envs(stack_env())
-        .env("OUTPUT_HOSTS", &source)
-        .env("HTTP_PROXY", &proxy.base)
-        .env("HTTPS_PROXY", &proxy.base)
-        .env("NO_PROXY", "127.0.0.1")
-        .env("VERCEL_DEV_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the function binary starts");
-    let _server = Server::from_child(child, port);
-    wait_for_port(port).await;
-
-    let mut body = fixture("prediction_succeeded_url_list", &rid);
-    body["output"] = json!([url]);
-    let payload = serde_json::to_vec(&body).expect("json");
-    let mut request = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-        .post(format!(
-            "http://127.0.0.1:{port}/api/replicate/webhooks/predict?user_id={user}&prediction_id={id}"
-        ));
-    for (k, v) in signed_headers(&webhook_id(), &payload) {
-        request = request.header(k, v);
-    }
-    let response = request.body(payload).send().await.expect("answers");
+    let function = Function::start(
+        env!("CARGO_BIN_EXE_predict"),
+        &[
+            ("OUTPUT_HOSTS", &source),
+            ("HTTP_PROXY", &proxy.base),
+            ("HTTPS_PROXY", &proxy.base),
+            ("NO_PROXY", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let response = function
+        .request(&job.uri(), &job.delivery(json!([url])), &webhook_id())
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(response.status(), 200);
     assert!(proxy.received().is_empty(), "{:?}", proxy.requests());
     assert_eq!(files.requests(), ["/f/out.png"]);
-    assert_eq!(db.row("predictions", id).await["status"], "succeeded");
+    assert_eq!(job.status().await, "succeeded");
 }
 
 #[tokio::test]

@@ -15,9 +15,11 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use shared::platform::{self, Handler};
 use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
@@ -396,6 +398,19 @@ pub async fn deliver(handler: &impl Call, uri: &str, body: &Value) -> (u16, Valu
     (response.status().as_u16(), body_json(&response))
 }
 
+/// Sends a GET to `path` in process, with `authorization` if given: the answer's status
+/// and JSON.
+pub async fn get(handler: &impl Call, path: &str, authorization: Option<&str>) -> (u16, Value) {
+    let mut request = Request::get(path);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = handler
+        .call(request.body(Bytes::new()).expect("request"))
+        .await;
+    (response.status().as_u16(), body_json(&response))
+}
+
 /// What a PATCH or DELETE through PostgREST did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changed {
@@ -513,6 +528,69 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A route binary started in Vercel mode with the stack's environment and `extra`, its
+/// stdout (the log lines) collected; stopped when dropped.
+pub struct Function {
+    server: Server,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Function {
+    /// Starts `binary` and waits until its port accepts.
+    pub async fn start(binary: &str, extra: &[(&str, &str)]) -> Function {
+        let port = free_port();
+        let mut child = Command::new(binary)
+            .env_clear()
+            .envs(stack_env())
+            .envs(extra.iter().copied())
+            .env("VERCEL_DEV_PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the function binary starts");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        wait_for_port(port).await;
+        Function {
+            server: Server::from_child(child, port),
+            lines,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// A POST of `body` to `path`, signed with `id` as its `webhook-id`.
+    pub fn request(&self, path: &str, body: &Value, id: &str) -> reqwest::RequestBuilder {
+        let payload = serde_json::to_vec(body).expect("json");
+        let mut request =
+            reqwest::Client::new().post(format!("http://127.0.0.1:{}{path}", self.server.port));
+        for (k, v) in signed_headers(id, &payload) {
+            request = request.header(k, v);
+        }
+        request.body(payload)
+    }
+
+    /// The request log lines written so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l.get("http_status").is_some())
+            .collect()
     }
 }
 
@@ -715,19 +793,25 @@ create function auth.role() returns text language sql stable
   as $$ select coalesce(auth.jwt() ->> 'role', current_user) $$;
 "#;
 
+/// The project's migrations, in the order they apply.
+pub fn migration_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supabase/migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// A database with every migration applied that new databases are copied from, made once
 /// per set of migrations (its name says which) and kept for the next run.
 fn template_database() -> &'static str {
     static TEMPLATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEMPLATE.get_or_init(|| {
         use sha2::Digest as _;
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supabase/migrations");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .expect("migrations")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-            .collect();
-        files.sort();
+        let files = migration_files();
         let mut hash = Sha256::new();
         let mut sql = vec![BOOTSTRAP.to_owned()];
         for file in &files {

@@ -9,6 +9,38 @@ use shared::routes::{Webhook, WebhookRoute};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\nfake image bytes";
 
+/// A model of a new user (10 credits), and the Replicate id of its training.
+struct Training {
+    db: Db,
+    user: uuid::Uuid,
+    model: uuid::Uuid,
+    rid: String,
+}
+
+/// Seeds a model and delivers its succeeded training, whose `weights` is `weights`, to the
+/// train route fetching from `hosts`: the job and the answer.
+async fn deliver_training(weights: &str, hosts: &str) -> (Training, u16, serde_json::Value) {
+    let db = Db::service();
+    let user = seed_user(&db).await;
+    let model = seed_model(&db, user, None, 10).await;
+    let rid = replicate_id();
+    let mut body = fixture("training_succeeded", &rid);
+    body["output"]["weights"] = json!(weights);
+    let handler = Webhook::new(
+        WebhookRoute::Train,
+        &settings_with(&[("OUTPUT_HOSTS", hosts)]),
+    );
+    let uri = format!("/t?user_id={user}&model_id={model}");
+    let (status, answer) = deliver(&handler, &uri, &body).await;
+    let job = Training {
+        db,
+        user,
+        model,
+        rid,
+    };
+    (job, status, answer)
+}
+
 fn predict(hosts: &str, extra: &[(&str, &str)]) -> Webhook {
     let mut changes = vec![("OUTPUT_HOSTS", hosts)];
     changes.extend_from_slice(extra);
@@ -88,23 +120,17 @@ async fn a_data_uri_is_decoded_and_stored() {
 async fn training_weights_nested_in_the_output_are_stored() {
     let files = StandIn::start().await;
     let weights = files.add("trained_model.tar", "application/x-tar", b"tar bytes");
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let model = seed_model(&db, user, None, 10).await;
-    let rid = replicate_id();
-    let mut body = fixture("training_succeeded", &rid);
-    body["output"]["weights"] = json!(weights);
-    let handler = Webhook::new(
-        WebhookRoute::Train,
-        &settings_with(&[("OUTPUT_HOSTS", &files.base)]),
-    );
-    let response = handler
-        .call(signed_post(
-            &format!("/t?user_id={user}&model_id={model}"),
-            &body,
-        ))
-        .await;
-    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let (
+        Training {
+            db,
+            user,
+            model,
+            rid,
+        },
+        status,
+        answer,
+    ) = deliver_training(&weights, &files.base).await;
+    assert_eq!(status, 200, "{answer}");
     let key = format!("models/{user}/{rid}/0.tar");
     let row = db.row("models", model).await;
     assert_eq!(row["status"], "succeeded");
@@ -200,19 +226,9 @@ async fn values_that_only_look_like_files_are_kept_and_the_job_ends() {
 async fn training_weights_on_an_unlisted_host_end_the_training_without_a_weights_url() {
     let other = StandIn::start().await;
     let weights = other.add("trained_model.tar", "application/x-tar", b"tar bytes");
-    let db = Db::service();
-    let user = seed_user(&db).await;
-    let model = seed_model(&db, user, None, 10).await;
-    let rid = replicate_id();
-    let mut body = fixture("training_succeeded", &rid);
-    body["output"]["weights"] = json!(weights);
-    let handler = Webhook::new(
-        WebhookRoute::Train,
-        &settings_with(&[("OUTPUT_HOSTS", "http://127.0.0.1:1")]),
-    );
-    let uri = format!("/t?user_id={user}&model_id={model}");
-    let response = handler.call(signed_post(&uri, &body)).await;
-    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let (Training { db, model, .. }, status, answer) =
+        deliver_training(&weights, "http://127.0.0.1:1").await;
+    assert_eq!(status, 200, "{answer}");
     assert!(other.requests().is_empty(), "{:?}", other.requests());
     let row = db.row("models", model).await;
     assert_eq!(row["status"], "succeeded");

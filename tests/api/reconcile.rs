@@ -83,14 +83,7 @@ impl World {
 }
 
 async fn run(handler: &Reconcile, authorization: Option<&str>) -> (u16, Value) {
-    let mut request = Request::get("/api/cron/reconcile");
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    let response = handler
-        .call(request.body(Bytes::new()).expect("request"))
-        .await;
-    (response.status().as_u16(), body_json(&response))
+    get(handler, "/api/cron/reconcile", authorization).await
 }
 
 async fn run_authorized(handler: &Reconcile) -> Value {

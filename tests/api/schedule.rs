@@ -5,7 +5,6 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -139,14 +138,7 @@ async fn the_migrations_apply_without_pg_cron_pg_net_or_vault() {
     )
     .await
     .expect("auth stand-in");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supabase/migrations");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("migrations")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    for file in &files {
+    for file in &migration_files() {
         let sql = std::fs::read_to_string(file).expect("migration");
         let applied = psql_on(&name, &format!("begin;\n{sql}\ncommit;")).await;
         assert!(applied.is_ok(), "{}: {applied:?}", file.display());

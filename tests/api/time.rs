@@ -6,65 +6,8 @@ use crate::helpers::*;
 use crate::standin::{STALL_AFTER, StandIn};
 use serde_json::{Value, json};
 use shared::routes::{Webhook, WebhookRoute};
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The predict binary in Vercel mode, its stdout (the log lines) collected.
-struct Function {
-    server: Server,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Function {
-    async fn start(extra: &[(&str, &str)]) -> Function {
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_predict"))
-            .env_clear()
-            .envs(stack_env())
-            .envs(extra.iter().copied())
-            .env("VERCEL_DEV_PORT", port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the function binary starts");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        wait_for_port(port).await;
-        Function {
-            server: Server::from_child(child, port),
-            lines,
-        }
-    }
-
-    fn request(&self, path: &str, body: &Value, id: &str) -> reqwest::RequestBuilder {
-        let payload = serde_json::to_vec(body).expect("json");
-        let mut request =
-            reqwest::Client::new().post(format!("http://127.0.0.1:{}{path}", self.server.port));
-        for (k, v) in signed_headers(id, &payload) {
-            request = request.header(k, v);
-        }
-        request.body(payload)
-    }
-
-    /// The request log lines written so far.
-    fn log_lines(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l.get("http_status").is_some())
-            .collect()
-    }
-}
 
 #[tokio::test]
 async fn a_trickling_source_is_cut_off_and_answered_before_the_time_limit() {
@@ -72,10 +15,13 @@ async fn a_trickling_source_is_cut_off_and_answered_before_the_time_limit() {
     // One byte a second: it would take ten minutes.
     let slow = files.trickle(600, "out.png");
     let job = Job::prediction().await;
-    let function = Function::start(&[
-        ("OUTPUT_HOSTS", &files.base),
-        ("FUNCTION_TIMEOUT_SECONDS", "20"),
-    ])
+    let function = Function::start(
+        env!("CARGO_BIN_EXE_predict"),
+        &[
+            ("OUTPUT_HOSTS", &files.base),
+            ("FUNCTION_TIMEOUT_SECONDS", "20"),
+        ],
+    )
     .await;
     let started = Instant::now();
     let response = function
@@ -173,7 +119,11 @@ async fn a_caller_that_hangs_up_in_vercel_mode_still_gets_its_job_finished() {
     let files = StandIn::start().await;
     let (url, release) = files.add_held("out.png", "image/png", b"png bytes");
     let job = Job::prediction().await;
-    let function = Function::start(&[("OUTPUT_HOSTS", &files.base)]).await;
+    let function = Function::start(
+        env!("CARGO_BIN_EXE_predict"),
+        &[("OUTPUT_HOSTS", &files.base)],
+    )
+    .await;
     let request = function.request(&job.uri(), &job.delivery(json!([url])), &webhook_id());
     let call = tokio::spawn(async move { request.send().await });
     wait_until("the copy to start", Duration::from_secs(10), || async {

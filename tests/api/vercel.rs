@@ -3,23 +3,6 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
-
-/// Starts a built route binary in Vercel mode with the stack's environment.
-async fn start(binary: &str, extra: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let mut command = Command::new(binary);
-    command
-        .env_clear()
-        .envs(stack_env())
-        .envs(extra.iter().copied())
-        .env("VERCEL_DEV_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = command.spawn().expect("the function binary starts");
-    wait_for_port(port).await;
-    Server::from_child(child, port)
-}
 
 async fn post(
     port: u16,
@@ -43,8 +26,8 @@ async fn post(
 
 #[tokio::test]
 async fn health_binary_serves_http() {
-    let server = start(env!("CARGO_BIN_EXE_health"), &[]).await;
-    let response = reqwest::get(format!("http://127.0.0.1:{}/api/health", server.port))
+    let server = Function::start(env!("CARGO_BIN_EXE_health"), &[]).await;
+    let response = reqwest::get(format!("http://127.0.0.1:{}/api/health", server.port()))
         .await
         .expect("answers");
     assert_eq!(response.status(), 200);
@@ -55,8 +38,9 @@ async fn health_binary_serves_http() {
 
 #[tokio::test]
 async fn unified_binary_checks_in_the_contract_order() {
-    let server = start(env!("CARGO_BIN_EXE_unified"), &[("MAX_BODY_BYTES", "2048")]).await;
-    let port = server.port;
+    let server =
+        Function::start(env!("CARGO_BIN_EXE_unified"), &[("MAX_BODY_BYTES", "2048")]).await;
+    let port = server.port();
     let path = "/api/webhooks/replicate";
 
     // 405 with Allow, before anything else.
@@ -102,12 +86,12 @@ async fn predict_binary_applies_a_signed_delivery() {
     let db = Db::service();
     let user = seed_user(&db).await;
     let prediction = seed_prediction(&db, user, None, 3).await;
-    let server = start(env!("CARGO_BIN_EXE_predict"), &[]).await;
+    let server = Function::start(env!("CARGO_BIN_EXE_predict"), &[]).await;
     let rid = replicate_id();
     let payload = serde_json::to_vec(&fixture("prediction_failed", &rid)).expect("json");
     let path = format!("/api/replicate/webhooks/predict?user_id={user}&prediction_id={prediction}");
     let (status, body, _) = post(
-        server.port,
+        server.port(),
         &path,
         &signed_headers(&webhook_id(), &payload),
         payload,
