@@ -11,8 +11,10 @@
 #   STACK_PYTHON   the python3 used for small helpers (port picking, JWTs)
 #   CARGO_LAMBDA   the cargo-lambda binary (installed by scripts/install; the tests run
 #                  `$CARGO_LAMBDA lambda watch`)
+#   SUPABASE_CLI   the Supabase CLI (installed by scripts/install; run it through
+#                  supabase_cli, which turns its telemetry off)
 # and the pinned versions POSTGREST_VERSION, POSTGREST_NPM_SPEC, S3S_FS_VERSION,
-# CARGO_LAMBDA_VERSION, and venv_install for pinned Python tools.
+# CARGO_LAMBDA_VERSION, SUPABASE_CLI_VERSION, and venv_install for pinned Python tools.
 
 if [[ -n "${REPLICATE_HOOKS_LIB_LOADED:-}" ]]; then
   return 0
@@ -32,11 +34,18 @@ S3S_FS_VERSION="0.14.1"
 # release builds in scripts/check-deploy.
 CARGO_LAMBDA_VERSION="1.9.2"
 
+# The Supabase CLI from npm: `supabase db push` applies the migrations to the local stack as
+# it does to a hosted project, `supabase db advisors` runs Supabase's database advisors.
+# Newer releases may not install here.
+SUPABASE_CLI_VERSION="2.117.0"
+
 TOOLS_DIR="${REPLICATE_HOOKS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/replicate-webhooks/tools}"
 POSTGREST_BIN="${POSTGREST_BIN:-$TOOLS_DIR/bin/postgrest}"
 S3_SERVER_BIN="${S3_SERVER_BIN:-$TOOLS_DIR/s3s/bin/s3s-fs}"
 CARGO_LAMBDA_VENV="$TOOLS_DIR/cargo-lambda-$CARGO_LAMBDA_VERSION"
 CARGO_LAMBDA="${CARGO_LAMBDA:-$CARGO_LAMBDA_VENV/bin/cargo-lambda}"
+SUPABASE_CLI_DIR="$TOOLS_DIR/supabase-cli-$SUPABASE_CLI_VERSION"
+SUPABASE_CLI="${SUPABASE_CLI:-$SUPABASE_CLI_DIR/node_modules/.bin/supabase}"
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -90,6 +99,17 @@ postgrest_ok() {
 # Is this s3s-fs binary the pinned version?
 s3_server_ok() {
   [[ -x "$S3_SERVER_BIN" ]] && [[ "$("$S3_SERVER_BIN" --version 2>/dev/null)" == "s3s-fs $S3S_FS_VERSION" ]]
+}
+
+# Is this Supabase CLI the pinned version?
+supabase_cli_ok() {
+  [[ -x "$SUPABASE_CLI" ]] && [[ "$(supabase_cli --version 2>/dev/null)" == "$SUPABASE_CLI_VERSION" ]]
+}
+
+# supabase_cli ARGS...: the pinned Supabase CLI, without its usage reports (tests and CI
+# are not usage).
+supabase_cli() {
+  SUPABASE_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 "$SUPABASE_CLI" "$@"
 }
 
 # venv_install VENV PACKAGE==VERSION...: makes VENV a Python venv holding these pinned

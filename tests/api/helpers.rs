@@ -756,16 +756,101 @@ fn with_database(url: &str, name: &str) -> String {
 /// Runs `sql` with psql as the stack's database owner on `database`; stdout, or stderr as
 /// the error.
 pub fn psql_in(database: &str, sql: &str) -> Result<String, String> {
+    psql_at(&with_database(&stack_var("DATABASE_URL"), database), sql)
+}
+
+/// Runs `sql` with psql on the database at `url`; stdout, or stderr as the error.
+pub fn psql_at(url: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(with_database(&stack_var("DATABASE_URL"), database))
-        .args(["-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql runs");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The URL of the stack's database `database` as the Supabase CLI takes it (no TLS here).
+pub fn cli_database_url(database: &str) -> String {
+    format!(
+        "{}?sslmode=disable",
+        with_database(&stack_var("DATABASE_URL"), database)
+    )
+}
+
+/// Runs the pinned Supabase CLI (`SUPABASE_CLI`, from the stack) with `args`, its usage
+/// reports off; its stdout, or its stdout and stderr as the error.
+pub fn supabase_cli(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(stack_var("SUPABASE_CLI"))
+        .args(args)
+        .env("SUPABASE_TELEMETRY_DISABLED", "1")
+        .env("DO_NOT_TRACK", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the Supabase CLI runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Applies the project's migrations not applied before to the database at `url` (a
+/// `cli_database_url`) with `supabase db push`, as a user does to a hosted project.
+pub fn push_migrations(url: &str) -> Result<String, String> {
+    let project = TempDir::new("cli-project");
+    let supabase = project.path().join("supabase");
+    std::fs::create_dir_all(&supabase).expect("project folder");
+    let migrations = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supabase/migrations");
+    std::os::unix::fs::symlink(migrations, supabase.join("migrations")).expect("link");
+    let workdir = project.path().to_string_lossy().into_owned();
+    supabase_cli(&[
+        "db",
+        "push",
+        "--workdir",
+        &workdir,
+        "--db-url",
+        url,
+        "--yes",
+    ])
+}
+
+/// A folder of a test's own under the system's temporary folder; it goes when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates an empty folder whose name starts with `prefix`.
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "replicate-webhooks-{prefix}-{}",
+            Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path).expect("temporary folder");
+        TempDir(path)
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -813,11 +898,8 @@ fn template_database() -> &'static str {
         use sha2::Digest as _;
         let files = migration_files();
         let mut hash = Sha256::new();
-        let mut sql = vec![BOOTSTRAP.to_owned()];
         for file in &files {
-            let text = std::fs::read_to_string(file).expect("migration");
-            hash.update(&text);
-            sql.push(text);
+            hash.update(std::fs::read_to_string(file).expect("migration"));
         }
         hash.update(BOOTSTRAP);
         let name = format!("tpl_{:x}", hash.finalize())[..24].to_owned();
@@ -833,10 +915,10 @@ fn template_database() -> &'static str {
         // template is never used.
         let building = format!("build_{}", Uuid::new_v4().simple());
         psql_in("postgres", &format!("create database {building}")).expect("create database");
-        for part in &sql {
-            let applied = psql_in(&building, &format!("begin;\n{part}\ncommit;"));
-            assert!(applied.is_ok(), "template: {applied:?}");
-        }
+        let bootstrap = psql_in(&building, &format!("begin;\n{BOOTSTRAP}\ncommit;"));
+        assert!(bootstrap.is_ok(), "template: {bootstrap:?}");
+        let pushed = push_migrations(&cli_database_url(&building));
+        assert!(pushed.is_ok(), "template: {pushed:?}");
         psql_in(
             "postgres",
             &format!("alter database {building} rename to {name}"),

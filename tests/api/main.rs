@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod lambda;
 mod lambda_emulator;
+mod migrations;
 mod outputs;
 mod realtime;
 mod reconcile;

@@ -9,33 +9,12 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Runs `sql` with psql as the database owner (postgres) on `database`, returning stdout,
-/// or stderr as the error.
+/// or stderr as the error; off the runtime's threads, as psql blocks.
 async fn psql_on(database: &str, sql: &str) -> Result<String, String> {
-    let url = stack_var("DATABASE_URL");
-    let url = match url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{database}"),
-        None => url,
-    };
-    let out = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &url,
-            "-c",
-            sql,
-        ])
-        .output()
+    let (database, sql) = (database.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || psql_in(&database, &sql))
         .await
-        .expect("psql runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+        .expect("psql runs")
 }
 
 async fn psql(sql: &str) -> String {
@@ -138,11 +117,8 @@ async fn the_migrations_apply_without_pg_cron_pg_net_or_vault() {
     )
     .await
     .expect("auth stand-in");
-    for file in &migration_files() {
-        let sql = std::fs::read_to_string(file).expect("migration");
-        let applied = psql_on(&name, &format!("begin;\n{sql}\ncommit;")).await;
-        assert!(applied.is_ok(), "{}: {applied:?}", file.display());
-    }
+    let pushed = push_migrations(&cli_database_url(&name));
+    assert!(pushed.is_ok(), "supabase db push: {pushed:?}");
     let refused = psql_on(
         &name,
         "select public.schedule_reconcile('https://app.example/api/cron/reconcile', 's')",
