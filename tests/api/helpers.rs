@@ -23,34 +23,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
+pub use crate::stack::stack_var;
+use crate::stack::stack_vars;
+
 /// The signing secret every test function is configured with (24 random bytes, as
 /// Replicate's are).
 pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLXJlcGxpY2F0ZQ==";
 
-/// Reads a variable the test stack sets, failing with directions when it is absent.
-pub fn stack_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests through scripts/test, which starts the local stack"
-        )
-    })
-}
-
 /// The variables a function needs to reach the running stack, with the test secret.
 pub fn stack_env() -> HashMap<String, String> {
-    let mut env = HashMap::new();
-    for name in [
-        "POSTGREST_URL",
-        "SUPABASE_SERVICE_ROLE_KEY",
-        "S3_ENDPOINT_URL",
-        "S3_FORCE_PATH_STYLE",
-        "S3_BUCKET",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ] {
-        env.insert(name.to_owned(), stack_var(name));
-    }
+    let mut env: HashMap<String, String> = stack_vars().into_iter().collect();
     env.insert("REPLICATE_WEBHOOK_SECRET".into(), SECRET.into());
     // Fixtures name replicate.delivery: no test may fetch from the Internet, so only a local
     // port nothing listens on is allowed unless a test lists its own file server.
