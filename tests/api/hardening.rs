@@ -86,13 +86,7 @@ async fn the_email_key_never_follows_a_redirect() {
     let db = Db::service();
     let user = seed_user(&db).await;
     let model = seed_model(&db, user, None, 3).await;
-    let handler = Webhook::new(
-        WebhookRoute::Train,
-        &settings_with(&[
-            ("RESEND_API_KEY", "re_test"),
-            ("RESEND_API_URL", &moved.base),
-        ]),
-    );
+    let handler = Webhook::new(WebhookRoute::Train, &emailing(&moved.base, &[]));
     let body = fixture("training_failed", &replicate_id());
     let response = handler
         .call(signed_post(

@@ -393,6 +393,36 @@ pub async fn get(handler: &impl Call, path: &str, authorization: Option<&str>) -
     (response.status().as_u16(), body_json(&response))
 }
 
+/// A request with no body, as an in-process handler takes it.
+pub fn bodiless(method: http::Method, uri: &str) -> Request<Bytes> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Bytes::new())
+        .expect("request")
+}
+
+/// Authorization values that must not pass for the bearer `secret`: none, a wrong bearer,
+/// the secret without `Bearer `, and the secret under another scheme.
+pub fn not_the_bearer(secret: &str) -> [Option<String>; 4] {
+    [
+        None,
+        Some("Bearer wrong".into()),
+        Some(secret.into()),
+        Some(format!("Basic {secret}")),
+    ]
+}
+
+/// The stack's environment, sending email through the Resend stand-in at `url` (key
+/// `re_test`), with `extra` applied.
+pub fn emailing(url: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env = settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", url)]);
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    env
+}
+
 /// What a PATCH or DELETE through PostgREST did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changed {

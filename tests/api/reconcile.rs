@@ -4,8 +4,7 @@
 
 use crate::helpers::*;
 use crate::standin::StandIn;
-use bytes::Bytes;
-use http::Request;
+use http::Method;
 use serde_json::{Value, json};
 use shared::routes::{Reconcile, Webhook, WebhookRoute};
 use std::sync::Arc;
@@ -321,21 +320,12 @@ async fn two_runs_at_once_double_nothing() {
 async fn only_the_cron_secret_may_run_it() {
     let w = World::new().await;
     let handler = w.reconcile();
-    for authorization in [
-        None,
-        Some("Bearer wrong"),
-        Some(CRON_SECRET),
-        Some("Basic cron-test-secret"),
-    ] {
-        let (status, body) = run(&handler, authorization).await;
+    for authorization in not_the_bearer(CRON_SECRET) {
+        let (status, body) = run(&handler, authorization.as_deref()).await;
         assert_eq!(status, 401, "{authorization:?}: {body}");
     }
     let response = handler
-        .call(
-            Request::put("/api/cron/reconcile")
-                .body(Bytes::new())
-                .expect("request"),
-        )
+        .call(bodiless(Method::PUT, "/api/cron/reconcile"))
         .await;
     assert_eq!(response.status(), 405);
     let unset = Reconcile::new(&settings());
@@ -367,11 +357,7 @@ async fn a_finished_training_emails_its_owner_once() {
     let user = seed_user(&db).await;
     let handler = Webhook::new(
         WebhookRoute::Train,
-        &settings_with(&[
-            ("RESEND_API_KEY", "re_test"),
-            ("RESEND_API_URL", &resend.base),
-            ("EMAIL_FROM", "Studio <hi@example.com>"),
-        ]),
+        &emailing(&resend.base, &[("EMAIL_FROM", "Studio <hi@example.com>")]),
     );
     let rid = replicate_id();
     let model = seed_model(&db, user, None, 9).await;
@@ -399,18 +385,12 @@ async fn a_finished_training_emails_its_owner_once() {
 
     // Predictions send no email.
     let prediction = seed_prediction(&db, user, None, 1).await;
-    let response = Webhook::new(
-        WebhookRoute::Predict,
-        &settings_with(&[
-            ("RESEND_API_KEY", "re_test"),
-            ("RESEND_API_URL", &resend.base),
-        ]),
-    )
-    .call(signed_post(
-        &format!("/p?user_id={user}&prediction_id={prediction}"),
-        &fixture("prediction_failed", &replicate_id()),
-    ))
-    .await;
+    let response = Webhook::new(WebhookRoute::Predict, &emailing(&resend.base, &[]))
+        .call(signed_post(
+            &format!("/p?user_id={user}&prediction_id={prediction}"),
+            &fixture("prediction_failed", &replicate_id()),
+        ))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(resend.received().len(), 1);
 }
@@ -421,10 +401,7 @@ async fn an_email_service_that_is_down_never_fails_the_webhook() {
     let user = seed_user(&db).await;
     let model = seed_model(&db, user, None, 0).await;
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let handler = Webhook::new(
-        WebhookRoute::Train,
-        &settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", &closed)]),
-    );
+    let handler = Webhook::new(WebhookRoute::Train, &emailing(&closed, &[]));
     let body = train(&handler, user, model, "training_canceled", &replicate_id()).await;
     assert_eq!(body["outcome"], "applied");
     assert_eq!(db.row("models", model).await["status"], "canceled");
