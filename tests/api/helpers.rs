@@ -380,6 +380,14 @@ pub async fn deliver(handler: &impl Call, uri: &str, body: &Value) -> (u16, Valu
     (response.status().as_u16(), body_json(&response))
 }
 
+/// Checks that an answer is a 503 whose error message says `why`.
+pub fn assert_unavailable(response: &Response<Bytes>, why: &str) {
+    let body = body_json(response);
+    assert_eq!(response.status(), 503, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains(why), "the error should say {why:?}: {body}");
+}
+
 /// Sends a GET to `path` in process, with `authorization` if given: the answer's status
 /// and JSON.
 pub async fn get(handler: &impl Call, path: &str, authorization: Option<&str>) -> (u16, Value) {
