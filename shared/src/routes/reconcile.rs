@@ -536,10 +536,9 @@ impl Handler for Reconcile {
     }
 
     async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
-        match self.run(req, log).await {
-            Ok(response) => response,
-            Err(e) => respond::error(&e, log),
-        }
+        self.run(req, log)
+            .await
+            .unwrap_or_else(|e| respond::error(&e, log))
     }
 }
 

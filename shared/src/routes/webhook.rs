@@ -187,10 +187,9 @@ impl Handler for Webhook {
     }
 
     async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
-        match self.process(req, log).await {
-            Ok(response) => response,
-            Err(err) => respond::error(&err, log),
-        }
+        self.process(req, log)
+            .await
+            .unwrap_or_else(|err| respond::error(&err, log))
     }
 }
 
