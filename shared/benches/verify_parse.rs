@@ -22,18 +22,15 @@ const ID: &str = "qhs1vvqz2xrm80ckq7dbgc0n6w";
 const PROCESSING: &str = include_str!("../../tests/fixtures/prediction_processing.json");
 const TOKENS: &str = include_str!("../../tests/fixtures/prediction_succeeded_tokens.json");
 
-/// Diffusion-style progress lines, as a `processing` event's `logs` grows.
+#[path = "support/progress.rs"]
+mod progress;
+
+/// Diffusion-style progress lines, as a `processing` event's `logs` grows: at least `bytes`.
 fn logs(bytes: usize) -> String {
-    let mut logs = String::from("Using seed: 1234\n");
+    let mut logs = String::from(progress::SEED_LINE);
     let mut step = 0;
     while logs.len() < bytes {
-        logs.push_str(&format!(
-            "{:3}%|{:<10}| {step}/28 [00:{:02}<00:{:02}, 3.42it/s]\n",
-            step * 100 / 28,
-            "#".repeat(step * 10 / 28),
-            step / 3,
-            (28 - step) / 3,
-        ));
+        logs.push_str(&progress::line(step));
         step = (step + 1) % 29;
     }
     logs

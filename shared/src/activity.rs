@@ -7,10 +7,10 @@
 
 use crate::config::{ConfigError, DatabaseConfig, Env};
 use crate::logging::LogFields;
-use crate::platform::Handler;
+use crate::platform::{Handler, Reply};
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -113,7 +113,7 @@ impl<H: Handler> Handler for Counted<H> {
         &self,
         req: Request<Bytes>,
         log: &mut LogFields,
-    ) -> impl Future<Output = Response<Bytes>> + Send {
+    ) -> impl Future<Output = Reply> + Send {
         self.inner.handle(req, log)
     }
 

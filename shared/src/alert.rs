@@ -73,16 +73,7 @@ impl Alerts {
             })
             .send()
             .await
-            .map_err(|e| {
-                // reqwest's own message names the URL: only its kind is kept.
-                AlertError::Unreachable(if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "connection refused or failed"
-                } else {
-                    "request failed"
-                })
-            })?;
+            .map_err(|e| AlertError::Unreachable(crate::upstream::no_answer(&e)))?;
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -601,23 +601,36 @@ mod tests {
             ConfigError::Missing("CRON_SECRET")
         );
     }
+    /// `env` as the map a process's environment is read into.
+    fn map(env: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn supabase_url_gets_rest_path_and_postgrest_url_wins() {
-        let env = [
-            ("NEXT_PUBLIC_SUPABASE_URL", "https://x.supabase.co/"),
-            ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+        let cases: [(&[(&str, &str)], &str); 2] = [
+            (
+                &[
+                    ("NEXT_PUBLIC_SUPABASE_URL", "https://x.supabase.co/"),
+                    ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+                ],
+                "https://x.supabase.co/rest/v1",
+            ),
+            (
+                &[
+                    ("SUPABASE_URL", "https://x.supabase.co"),
+                    ("POSTGREST_URL", "http://127.0.0.1:3001/"),
+                    ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+                ],
+                "http://127.0.0.1:3001",
+            ),
         ];
-        let db = DatabaseConfig::from_env(&env).unwrap();
-        assert_eq!(db.rest_url, "https://x.supabase.co/rest/v1");
-        let env = [
-            ("SUPABASE_URL", "https://x.supabase.co"),
-            ("POSTGREST_URL", "http://127.0.0.1:3001/"),
-            ("SUPABASE_SERVICE_ROLE_KEY", "k"),
-        ];
-        assert_eq!(
-            DatabaseConfig::from_env(&env).unwrap().rest_url,
-            "http://127.0.0.1:3001"
-        );
+        for (env, rest_url) in cases {
+            let db = DatabaseConfig::from_env(&map(env)).unwrap();
+            assert_eq!(db.rest_url, rest_url, "{env:?}");
+        }
     }
 
     #[test]
@@ -635,11 +648,7 @@ mod tests {
     #[test]
     fn the_key_form_is_told_by_the_value_and_the_new_variable_wins() {
         let key = |env: &[(&str, &str)]| {
-            let map: std::collections::HashMap<String, String> = env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            let mut with_url = map.clone();
+            let mut with_url = map(env);
             with_url.insert("SUPABASE_URL".into(), "https://x.supabase.co".into());
             DatabaseConfig::from_env(&with_url).map(|c| c.service_key)
         };
@@ -685,11 +694,7 @@ mod tests {
             ];
             env.retain(|(k, _)| *k != name);
             env.push((name, value));
-            let map: std::collections::HashMap<String, String> = env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            let e = DatabaseConfig::from_env(&map).unwrap_err();
+            let e = DatabaseConfig::from_env(&map(&env)).unwrap_err();
             assert_eq!(
                 e,
                 ConfigError::Invalid {

@@ -8,6 +8,7 @@
 
 use crate::config::{ConfigError, ProcessEnv};
 use crate::deadline::Deadline;
+use crate::error::ApiError;
 use crate::logging::{self, LogFields, RequestSummary};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 
 /// A boxed error from a platform runtime.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a route replies: a response, or an error that [`respond`] answers with
+/// `respond::error` (one place for every route's error answers).
+pub type Reply = Result<Response<Bytes>, ApiError>;
 
 /// A route's core: a request with its whole body in, an answer out.
 pub trait Handler: Send + Sync + 'static {
@@ -37,12 +42,12 @@ pub trait Handler: Send + Sync + 'static {
         })
     }
     /// Answers one request, noting in `log` what the request's log line should say.
-    /// Never panics; every failure is an answer.
+    /// Never panics; every failure is an error [`respond`] answers.
     fn handle(
         &self,
         req: Request<Bytes>,
         log: &mut LogFields,
-    ) -> impl Future<Output = Response<Bytes>> + Send;
+    ) -> impl Future<Output = Reply> + Send;
 
     /// Whether the route's refusals are counted for health ([`crate::activity`]): the
     /// webhook routes, wrapped in [`crate::activity::Counted`].
@@ -121,13 +126,13 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), BoxError> {
 /// EventBridge schedule in template.yaml. Only a caller with permission to invoke the
 /// function gets there, so no bearer token is needed (nor stored in the schedule).
 pub trait Scheduled: Handler {
-    /// Does the scheduled work, within `deadline`, and answers as the route's HTTP answer
-    /// would.
+    /// Does the scheduled work, within `deadline`; answered as the route's HTTP answer
+    /// would be.
     fn on_schedule(
         &self,
         deadline: Deadline,
         log: &mut LogFields,
-    ) -> impl Future<Output = Response<Bytes>> + Send;
+    ) -> impl Future<Output = Reply> + Send;
 }
 
 /// Calls the handler, then adds `x-request-id` and writes the log line. Every adapter (and
@@ -140,7 +145,10 @@ pub async fn respond<H: Handler + ?Sized>(
     let method = req.method().to_string();
     logged(handler.name(), request_id, &method, async {
         let mut log = LogFields::default();
-        let response = handler.handle(req, &mut log).await;
+        let response = handler
+            .handle(req, &mut log)
+            .await
+            .unwrap_or_else(|e| crate::respond::error(&e, &mut log));
         count_rejection(handler, response.status()).await;
         (response, log)
     })
@@ -373,15 +381,15 @@ async fn invoked<H: Scheduled>(
             let request_id = context.request_id.clone();
             let response = logged(handler.name(), &request_id, "SCHEDULE", async {
                 let mut log = LogFields::default();
-                let response = if schedule.is_schedule() {
+                let answer = if schedule.is_schedule() {
                     let deadline = Deadline::from_epoch_millis(context.deadline);
                     handler.on_schedule(deadline, &mut log).await
                 } else {
-                    let refused = crate::error::ApiError::Unauthorized(
+                    Err(ApiError::Unauthorized(
                         crate::signature::SignatureError::NoMatch,
-                    );
-                    crate::respond::error(&refused, &mut log)
+                    ))
                 };
+                let response = answer.unwrap_or_else(|e| crate::respond::error(&e, &mut log));
                 (response, log)
             })
             .await;

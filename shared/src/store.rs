@@ -7,7 +7,7 @@
 use crate::config::DatabaseConfig;
 use crate::job::{Job, JobKind, JobRef, Outcome};
 use crate::replicate::{Delivery, Status};
-use crate::upstream::read_at_most;
+use crate::upstream::{no_answer, read_at_most};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -632,15 +632,11 @@ impl Store {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, StoreError> {
-        request.timeout(self.timeout).send().await.map_err(|e| {
-            StoreError::Unreachable(if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection refused or failed"
-            } else {
-                "request failed"
-            })
-        })
+        request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unreachable(no_answer(&e)))
     }
 }
 

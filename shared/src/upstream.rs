@@ -1,6 +1,7 @@
 //! Reading what an upstream service answers, never more than a stated amount: an answer
 //! from PostgREST, Replicate's API or an error page is read into memory, and a broken or
-//! hostile upstream must not be able to make that unbounded.
+//! hostile upstream must not be able to make that unbounded. Also why a call got no answer,
+//! in words that name no URL.
 
 use bytes::{Bytes, BytesMut};
 
@@ -13,6 +14,18 @@ pub enum ReadError {
     /// The connection broke mid-answer.
     #[error("the answer was interrupted")]
     Interrupted,
+}
+
+/// Why a request got no answer: timed out, could not connect, or failed otherwise. Only the
+/// kind is kept, since reqwest's own message names the URL.
+pub fn no_answer(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection refused or failed"
+    } else {
+        "request failed"
+    }
 }
 
 /// The body of `response`, if it is at most `limit` bytes.

@@ -59,13 +59,8 @@ async fn recent_activity_is_shown_and_read_only_for_the_cron_bearer() {
             .count()
     };
 
-    for authorization in [
-        None,
-        Some("Bearer wrong"),
-        Some(CRON_SECRET),
-        Some("Basic cron-activity-secret"),
-    ] {
-        let (status, body) = health(&handler, authorization).await;
+    for authorization in not_the_bearer(CRON_SECRET) {
+        let (status, body) = health(&handler, authorization.as_deref()).await;
         assert_eq!(status, 200, "{authorization:?}: {body}");
         assert!(body.get("recent").is_none(), "{authorization:?}: {body}");
     }
@@ -141,7 +136,7 @@ async fn health_counts_deliveries_and_refused_requests_by_reason() {
         .headers_mut()
         .insert("webhook-signature", "v1,AAAA".parse().expect("header"));
     let refused = [
-        (Request::get(&uri).body(Bytes::new()).expect("request"), 405),
+        (bodiless(http::Method::GET, &uri), 405),
         (unsigned, 401),
         (
             signed_post(&format!("/p?user_id={user}&prediction_id=nope"), &body),

@@ -206,13 +206,23 @@ fn parameter<'a>(template: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no parameter {name}"))
 }
 
-fn allowed_values(parameter: &Value) -> BTreeSet<String> {
-    parameter["AllowedValues"]
+/// The parameter `name`, once it is seen to default to `default` and to allow exactly
+/// `allowed`.
+fn choice<'a>(template: &'a Value, name: &str, default: &str, allowed: &[&str]) -> &'a Value {
+    let parameter = parameter(template, name);
+    assert_eq!(parameter["Default"], default, "{name}");
+    let values: BTreeSet<&str> = parameter["AllowedValues"]
         .as_array()
         .expect("AllowedValues")
         .iter()
-        .map(|v| v.as_str().expect("a string").to_owned())
-        .collect()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert_eq!(
+        values,
+        BTreeSet::from_iter(allowed.iter().copied()),
+        "{name}"
+    );
+    parameter
 }
 
 #[test]
@@ -234,17 +244,17 @@ fn vercel_sets_no_memory_on_fluid_compute() {
 #[test]
 fn every_lambda_logs_json_at_levels_the_parameters_choose() {
     let template = template();
-    let application = parameter(&template, "ApplicationLogLevel");
-    assert_eq!(application["Default"], "INFO");
-    assert_eq!(
-        allowed_values(application),
-        BTreeSet::from(["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"].map(String::from))
+    choice(
+        &template,
+        "ApplicationLogLevel",
+        "INFO",
+        &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
     );
-    let system = parameter(&template, "SystemLogLevel");
-    assert_eq!(system["Default"], "WARN");
-    assert_eq!(
-        allowed_values(system),
-        BTreeSet::from(["DEBUG", "INFO", "WARN"].map(String::from))
+    choice(
+        &template,
+        "SystemLogLevel",
+        "WARN",
+        &["DEBUG", "INFO", "WARN"],
     );
     for (bin, (name, function)) in template_functions(&template) {
         let logging = function_setting(&template, &function, "LoggingConfig");
@@ -269,13 +279,8 @@ fn every_lambda_logs_json_at_levels_the_parameters_choose() {
 #[test]
 fn the_architecture_is_a_parameter_of_x86_64_or_arm64() {
     let template = template();
-    let architecture = parameter(&template, "Architecture");
+    let architecture = choice(&template, "Architecture", "x86_64", &["x86_64", "arm64"]);
     assert_eq!(architecture["Type"], "String");
-    assert_eq!(architecture["Default"], "x86_64");
-    assert_eq!(
-        allowed_values(architecture),
-        BTreeSet::from(["x86_64", "arm64"].map(String::from))
-    );
     for (bin, (_, function)) in template_functions(&template) {
         assert_eq!(
             function_setting(&template, &function, "Architectures"),
@@ -322,12 +327,7 @@ fn lambda_reads_its_deadline_itself_so_no_function_timeout_is_configured() {
 #[test]
 fn the_optional_bucket_aborts_incomplete_uploads_and_is_private() {
     let template = template();
-    let create = parameter(&template, "CreateBucket");
-    assert_eq!(create["Default"], "false");
-    assert_eq!(
-        allowed_values(create),
-        BTreeSet::from(["true", "false"].map(String::from))
-    );
+    choice(&template, "CreateBucket", "false", &["true", "false"]);
 
     let buckets: Vec<(&String, &Value)> = template["Resources"]
         .as_object()

@@ -4,14 +4,15 @@
 //! PostgREST with a service-role JWT, as the hosted gateway does.
 
 use crate::helpers::*;
+use crate::standin::read_body;
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde_json::{Value, json};
 use shared::routes::{Health, Webhook, WebhookRoute};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -162,12 +163,7 @@ async fn forward(
             upstream = upstream.header(name, value);
         }
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = read_body(req).await;
     let response = upstream.body(body).send().await.expect("PostgREST answers");
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
@@ -190,20 +186,23 @@ fn through(
     ])
 }
 
-#[tokio::test]
-async fn a_secret_key_goes_as_apikey_only_and_the_delivery_applies() {
-    let gateway = Gateway::start().await;
+/// Delivers a failed prediction of a new job to the predict route, which reaches the
+/// database through `gateway` with `key` in `key_var`: the answer's status and JSON.
+async fn deliver_through(gateway: &Gateway, key_var: &str, key: &str) -> (u16, Value) {
     let job = Job::prediction().await;
-    let handler = Webhook::new(
-        WebhookRoute::Predict,
-        &through(&gateway, "SUPABASE_SECRET_KEY", SECRET_KEY),
-    );
-    let (status, answer) = deliver(
+    let handler = Webhook::new(WebhookRoute::Predict, &through(gateway, key_var, key));
+    deliver(
         &handler,
         &job.uri(),
         &fixture("prediction_failed", &job.rid),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_secret_key_goes_as_apikey_only_and_the_delivery_applies() {
+    let gateway = Gateway::start().await;
+    let (status, answer) = deliver_through(&gateway, "SUPABASE_SECRET_KEY", SECRET_KEY).await;
     assert_eq!(
         (status, &answer["refunded"]),
         (200, &json!(true)),
@@ -220,14 +219,9 @@ async fn a_secret_key_goes_as_apikey_only_and_the_delivery_applies() {
         assert_eq!(request.status, 200, "{request:?}");
     }
 
-    let health = Health::new(&through(&gateway, "SUPABASE_SECRET_KEY", SECRET_KEY))
-        .call(
-            Request::get("/api/health")
-                .body(Bytes::new())
-                .expect("request"),
-        )
-        .await;
-    assert_eq!(body_json(&health)["database"], "reachable");
+    let health = Health::new(&through(&gateway, "SUPABASE_SECRET_KEY", SECRET_KEY));
+    let (_, body) = get(&health, "/api/health", None).await;
+    assert_eq!(body["database"], "reachable");
 }
 
 #[tokio::test]
@@ -235,17 +229,7 @@ async fn the_legacy_variable_still_works_with_either_form_of_key() {
     let gateway = Gateway::start().await;
     let jwt = stack_var("SUPABASE_SERVICE_ROLE_KEY");
     for key in [SECRET_KEY, jwt.as_str()] {
-        let job = Job::prediction().await;
-        let handler = Webhook::new(
-            WebhookRoute::Predict,
-            &through(&gateway, "SUPABASE_SERVICE_ROLE_KEY", key),
-        );
-        let (status, answer) = deliver(
-            &handler,
-            &job.uri(),
-            &fixture("prediction_failed", &job.rid),
-        )
-        .await;
+        let (status, answer) = deliver_through(&gateway, "SUPABASE_SERVICE_ROLE_KEY", key).await;
         assert_eq!(status, 200, "{answer}");
     }
     // The JWT went as a bearer too; the secret key never did.

@@ -58,11 +58,39 @@ async fn types_a_browser_would_run_are_stored_to_download() {
     assert_eq!(s3_disposition(&keys[3]).await, None);
 }
 
+/// A server that redirects every request to another, which nothing may reach.
+struct Moved {
+    base: String,
+    moved: StandIn,
+    elsewhere: StandIn,
+}
+
+impl Moved {
+    async fn start() -> Moved {
+        let moved = StandIn::start().await;
+        let elsewhere = StandIn::start().await;
+        moved.redirect_everything_to(&elsewhere.base);
+        Moved {
+            base: moved.base.clone(),
+            moved,
+            elsewhere,
+        }
+    }
+
+    /// Checks that `path` alone was asked for, and that the redirect was not followed.
+    fn assert_only_asked(&self, path: &str) {
+        assert_eq!(self.moved.requests(), [path]);
+        assert!(
+            self.elsewhere.received().is_empty(),
+            "{:?}",
+            self.elsewhere.requests()
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_service_key_never_follows_a_redirect() {
-    let moved = StandIn::start().await;
-    let elsewhere = StandIn::start().await;
-    moved.redirect_everything_to(&elsewhere.base);
+    let moved = Moved::start().await;
     let handler = Webhook::new(
         WebhookRoute::Unified,
         &settings_with(&[("POSTGREST_URL", &moved.base)]),
@@ -70,29 +98,16 @@ async fn the_service_key_never_follows_a_redirect() {
     let body = fixture("prediction_failed", &replicate_id());
     let response = handler.call(signed_post("/u", &body)).await;
     assert_eq!(response.status(), 503, "{}", body_json(&response));
-    assert_eq!(moved.requests(), ["/rpc/apply_replicate_event"]);
-    assert!(
-        elsewhere.received().is_empty(),
-        "{:?}",
-        elsewhere.requests()
-    );
+    moved.assert_only_asked("/rpc/apply_replicate_event");
 }
 
 #[tokio::test]
 async fn the_email_key_never_follows_a_redirect() {
-    let moved = StandIn::start().await;
-    let elsewhere = StandIn::start().await;
-    moved.redirect_everything_to(&elsewhere.base);
+    let moved = Moved::start().await;
     let db = Db::service();
     let user = seed_user(&db).await;
     let model = seed_model(&db, user, None, 3).await;
-    let handler = Webhook::new(
-        WebhookRoute::Train,
-        &settings_with(&[
-            ("RESEND_API_KEY", "re_test"),
-            ("RESEND_API_URL", &moved.base),
-        ]),
-    );
+    let handler = Webhook::new(WebhookRoute::Train, &emailing(&moved.base, &[]));
     let body = fixture("training_failed", &replicate_id());
     let response = handler
         .call(signed_post(
@@ -102,12 +117,7 @@ async fn the_email_key_never_follows_a_redirect() {
         .await;
     // The email is attempted (the redirect proves it) and its failure fails nothing.
     assert_eq!(response.status(), 200, "{}", body_json(&response));
-    assert_eq!(moved.requests(), ["/emails"]);
-    assert!(
-        elsewhere.received().is_empty(),
-        "{:?}",
-        elsewhere.requests()
-    );
+    moved.assert_only_asked("/emails");
 }
 
 #[tokio::test]

@@ -1,20 +1,26 @@
 //! The health route against the running stack, and with each dependency stopped.
 
 use crate::helpers::*;
-use bytes::Bytes;
-use http::Request;
+use http::Method;
 use serde_json::Value;
 use shared::routes::Health;
 
 async fn check(health: &Health) -> (u16, Value) {
-    let response = health
-        .call(
-            Request::get("/api/health")
-                .body(Bytes::new())
-                .expect("request"),
-        )
-        .await;
-    (response.status().as_u16(), body_json(&response))
+    get(health, "/api/health", None).await
+}
+
+/// Health with `var` naming `server` (a test's own): healthy while it runs; then, once it is
+/// stopped, the degraded answer, with the URL it was given.
+async fn after_stopping(mut server: Server, var: &str) -> (Value, String) {
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let health = Health::new(&settings_with(&[(var, &url)]));
+    let (status, body) = check(&health).await;
+    assert_eq!(status, 200, "{body}");
+
+    server.stop();
+    let (status, body) = check(&health).await;
+    assert_eq!(status, 503, "{body}");
+    (body, url)
 }
 
 #[tokio::test]
@@ -31,15 +37,7 @@ async fn healthy_when_everything_answers() {
 
 #[tokio::test]
 async fn degraded_naming_the_database_when_postgrest_stops() {
-    let mut postgrest = spawn_postgrest().await;
-    let url = format!("http://127.0.0.1:{}", postgrest.port);
-    let health = Health::new(&settings_with(&[("POSTGREST_URL", &url)]));
-    let (status, body) = check(&health).await;
-    assert_eq!(status, 200, "{body}");
-
-    postgrest.stop();
-    let (status, body) = check(&health).await;
-    assert_eq!(status, 503, "{body}");
+    let (body, url) = after_stopping(spawn_postgrest().await, "POSTGREST_URL").await;
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["database"], "unreachable");
     assert_eq!(body["storage"], "reachable");
@@ -50,15 +48,7 @@ async fn degraded_naming_the_database_when_postgrest_stops() {
 
 #[tokio::test]
 async fn degraded_naming_storage_when_the_s3_server_stops() {
-    let mut s3 = spawn_s3().await;
-    let url = format!("http://127.0.0.1:{}", s3.port);
-    let health = Health::new(&settings_with(&[("S3_ENDPOINT_URL", &url)]));
-    let (status, body) = check(&health).await;
-    assert_eq!(status, 200, "{body}");
-
-    s3.stop();
-    let (status, body) = check(&health).await;
-    assert_eq!(status, 503, "{body}");
+    let (body, _) = after_stopping(spawn_s3().await, "S3_ENDPOINT_URL").await;
     assert_eq!(body["storage"], "unreachable");
     assert_eq!(body["database"], "reachable");
 }
@@ -86,11 +76,7 @@ async fn missing_configuration_is_named_without_values() {
 #[tokio::test]
 async fn only_get_is_allowed() {
     let response = Health::new(&settings())
-        .call(
-            Request::post("/api/health")
-                .body(Bytes::new())
-                .expect("request"),
-        )
+        .call(bodiless(Method::POST, "/api/health"))
         .await;
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET, HEAD");

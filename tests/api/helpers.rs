@@ -23,34 +23,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
+pub use crate::stack::stack_var;
+use crate::stack::stack_vars;
+
 /// The signing secret every test function is configured with (24 random bytes, as
 /// Replicate's are).
 pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLXJlcGxpY2F0ZQ==";
 
-/// Reads a variable the test stack sets, failing with directions when it is absent.
-pub fn stack_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests through scripts/test, which starts the local stack"
-        )
-    })
-}
-
 /// The variables a function needs to reach the running stack, with the test secret.
 pub fn stack_env() -> HashMap<String, String> {
-    let mut env = HashMap::new();
-    for name in [
-        "POSTGREST_URL",
-        "SUPABASE_SERVICE_ROLE_KEY",
-        "S3_ENDPOINT_URL",
-        "S3_FORCE_PATH_STYLE",
-        "S3_BUCKET",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ] {
-        env.insert(name.to_owned(), stack_var(name));
-    }
+    let mut env: HashMap<String, String> = stack_vars().into_iter().collect();
     env.insert("REPLICATE_WEBHOOK_SECRET".into(), SECRET.into());
     // Fixtures name replicate.delivery: no test may fetch from the Internet, so only a local
     // port nothing listens on is allowed unless a test lists its own file server.
@@ -398,6 +380,14 @@ pub async fn deliver(handler: &impl Call, uri: &str, body: &Value) -> (u16, Valu
     (response.status().as_u16(), body_json(&response))
 }
 
+/// Checks that an answer is a 503 whose error message says `why`.
+pub fn assert_unavailable(response: &Response<Bytes>, why: &str) {
+    let body = body_json(response);
+    assert_eq!(response.status(), 503, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains(why), "the error should say {why:?}: {body}");
+}
+
 /// Sends a GET to `path` in process, with `authorization` if given: the answer's status
 /// and JSON.
 pub async fn get(handler: &impl Call, path: &str, authorization: Option<&str>) -> (u16, Value) {
@@ -409,6 +399,36 @@ pub async fn get(handler: &impl Call, path: &str, authorization: Option<&str>) -
         .call(request.body(Bytes::new()).expect("request"))
         .await;
     (response.status().as_u16(), body_json(&response))
+}
+
+/// A request with no body, as an in-process handler takes it.
+pub fn bodiless(method: http::Method, uri: &str) -> Request<Bytes> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Bytes::new())
+        .expect("request")
+}
+
+/// Authorization values that must not pass for the bearer `secret`: none, a wrong bearer,
+/// the secret without `Bearer `, and the secret under another scheme.
+pub fn not_the_bearer(secret: &str) -> [Option<String>; 4] {
+    [
+        None,
+        Some("Bearer wrong".into()),
+        Some(secret.into()),
+        Some(format!("Basic {secret}")),
+    ]
+}
+
+/// The stack's environment, sending email through the Resend stand-in at `url` (key
+/// `re_test`), with `extra` applied.
+pub fn emailing(url: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env = settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", url)]);
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    env
 }
 
 /// What a PATCH or DELETE through PostgREST did.

@@ -16,6 +16,7 @@ mod outputs;
 mod realtime;
 mod reconcile;
 mod schedule;
+mod stack;
 mod standin;
 mod state;
 mod time;

@@ -4,8 +4,7 @@
 
 use crate::helpers::*;
 use crate::standin::StandIn;
-use bytes::Bytes;
-use http::Request;
+use http::Method;
 use serde_json::{Value, json};
 use shared::routes::{Reconcile, Webhook, WebhookRoute};
 use std::sync::Arc;
@@ -24,10 +23,21 @@ struct World {
     api: StandIn,
     files: StandIn,
     user: Uuid,
+    // Last, so that it is released once the rest is gone.
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
 impl World {
     async fn new() -> World {
+        World::with_turn(None).await
+    }
+
+    /// A world for a test that runs reconcile: no other such test runs until it is dropped.
+    async fn exclusive() -> World {
+        World::with_turn(Some(ONE_AT_A_TIME.lock().await)).await
+    }
+
+    async fn with_turn(turn: Option<tokio::sync::MutexGuard<'static, ()>>) -> World {
         let db = Db::service();
         let user = seed_user(&db).await;
         World {
@@ -35,6 +45,7 @@ impl World {
             api: StandIn::start().await,
             files: StandIn::start().await,
             user,
+            _turn: turn,
         }
     }
 
@@ -74,6 +85,12 @@ impl World {
             .set_json(&format!("/v1/predictions/{rid}"), 200, &body);
     }
 
+    /// The outcome recorded for reconcile's own event that took `rid` to `status`.
+    async fn reconcile_outcome(&self, rid: &str, status: &str) -> Value {
+        let filter = format!("webhook_id=eq.reconcile:{rid}:{status}");
+        self.db.select("webhook_events", &filter).await[0]["outcome"].clone()
+    }
+
     async fn refunds(&self, prediction: Uuid) -> usize {
         self.db
             .select("credit_ledger", &format!("prediction_id=eq.{prediction}"))
@@ -86,6 +103,14 @@ async fn run(handler: &Reconcile, authorization: Option<&str>) -> (u16, Value) {
     get(handler, "/api/cron/reconcile", authorization).await
 }
 
+/// Checks the fields of a run's answer that `expected` names (the others may be anything).
+fn assert_counts(body: &Value, expected: Value) {
+    let named = expected.as_object().expect("fields");
+    let got: serde_json::Map<String, Value> =
+        named.keys().map(|k| (k.clone(), body[k].clone())).collect();
+    assert_eq!(Value::Object(got), expected, "{body}");
+}
+
 async fn run_authorized(handler: &Reconcile) -> Value {
     let (status, body) = run(handler, Some(&format!("Bearer {CRON_SECRET}"))).await;
     assert_eq!(status, 200, "{body}");
@@ -94,8 +119,7 @@ async fn run_authorized(handler: &Reconcile) -> Value {
 
 #[tokio::test]
 async fn a_lost_success_ends_succeeded_with_its_files_stored() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let (id, rid) = w.quiet_prediction(3).await;
     let url = w.files.add("out-0.png", "image/png", b"png bytes");
     w.replicate_says(&rid, "prediction_succeeded_url_list", |b| {
@@ -114,13 +138,7 @@ async fn a_lost_success_ends_succeeded_with_its_files_stored() {
         json!([format!("s3://replicate-outputs/{key}")])
     );
     assert_eq!(s3_object(&key).await.1, "png bytes");
-    let events =
-        w.db.select(
-            "webhook_events",
-            &format!("webhook_id=eq.reconcile:{rid}:succeeded"),
-        )
-        .await;
-    assert_eq!(events[0]["outcome"], "reconciled");
+    assert_eq!(w.reconcile_outcome(&rid, "succeeded").await, "reconciled");
     let asked = w.api.received();
     assert_eq!(asked.len(), 1);
     assert_eq!(
@@ -132,8 +150,7 @@ async fn a_lost_success_ends_succeeded_with_its_files_stored() {
 
 #[tokio::test]
 async fn a_lost_failure_is_refunded_once_and_terminal_jobs_are_left_alone() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let (id, rid) = w.quiet_prediction(4).await;
     w.replicate_says(&rid, "prediction_failed", |_| {});
     let done = seed_prediction(&w.db, w.user, Some(&replicate_id()), 4).await;
@@ -149,11 +166,7 @@ async fn a_lost_failure_is_refunded_once_and_terminal_jobs_are_left_alone() {
     .await;
 
     let body = run_authorized(&w.reconcile()).await;
-    assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone()),
-        (json!(1), json!(1)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 1, "reconciled": 1}));
     assert_eq!(w.db.row("predictions", id).await["status"], "failed");
     assert_eq!(w.refunds(id).await, 1);
     assert_eq!(w.db.row("predictions", done).await["status"], "succeeded");
@@ -171,8 +184,7 @@ async fn a_lost_failure_is_refunded_once_and_terminal_jobs_are_left_alone() {
 
 #[tokio::test]
 async fn files_already_gone_end_the_job_failed_and_refunded() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let (removed, removed_rid) = w.quiet_prediction(2).await;
     w.replicate_says(&removed_rid, "prediction_succeeded_url_list", |b| {
         b["data_removed"] = json!(true)
@@ -201,8 +213,7 @@ async fn files_already_gone_end_the_job_failed_and_refunded() {
 
 #[tokio::test]
 async fn unknown_and_running_jobs_wait_and_a_429_stops_the_run() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let (unknown, unknown_rid) = w.quiet_prediction(1).await;
     w.api.set_json(
         &format!("/v1/predictions/{unknown_rid}"),
@@ -214,11 +225,7 @@ async fn unknown_and_running_jobs_wait_and_a_429_stops_the_run() {
     let before = w.db.row("predictions", unknown).await;
 
     let body = run_authorized(&w.reconcile()).await;
-    assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone()),
-        (json!(2), json!(0)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 2, "reconciled": 0}));
     let after = w.db.row("predictions", unknown).await;
     assert_eq!(after["status"], "processing");
     assert_ne!(
@@ -254,8 +261,7 @@ async fn unknown_and_running_jobs_wait_and_a_429_stops_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_runs_at_once_double_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let mut jobs = Vec::new();
     for _ in 0..4 {
         let (id, rid) = w.quiet_prediction(6).await;
@@ -314,21 +320,12 @@ async fn two_runs_at_once_double_nothing() {
 async fn only_the_cron_secret_may_run_it() {
     let w = World::new().await;
     let handler = w.reconcile();
-    for authorization in [
-        None,
-        Some("Bearer wrong"),
-        Some(CRON_SECRET),
-        Some("Basic cron-test-secret"),
-    ] {
-        let (status, body) = run(&handler, authorization).await;
+    for authorization in not_the_bearer(CRON_SECRET) {
+        let (status, body) = run(&handler, authorization.as_deref()).await;
         assert_eq!(status, 401, "{authorization:?}: {body}");
     }
     let response = handler
-        .call(
-            Request::put("/api/cron/reconcile")
-                .body(Bytes::new())
-                .expect("request"),
-        )
+        .call(bodiless(Method::PUT, "/api/cron/reconcile"))
         .await;
     assert_eq!(response.status(), 405);
     let unset = Reconcile::new(&settings());
@@ -360,11 +357,7 @@ async fn a_finished_training_emails_its_owner_once() {
     let user = seed_user(&db).await;
     let handler = Webhook::new(
         WebhookRoute::Train,
-        &settings_with(&[
-            ("RESEND_API_KEY", "re_test"),
-            ("RESEND_API_URL", &resend.base),
-            ("EMAIL_FROM", "Studio <hi@example.com>"),
-        ]),
+        &emailing(&resend.base, &[("EMAIL_FROM", "Studio <hi@example.com>")]),
     );
     let rid = replicate_id();
     let model = seed_model(&db, user, None, 9).await;
@@ -392,18 +385,12 @@ async fn a_finished_training_emails_its_owner_once() {
 
     // Predictions send no email.
     let prediction = seed_prediction(&db, user, None, 1).await;
-    let response = Webhook::new(
-        WebhookRoute::Predict,
-        &settings_with(&[
-            ("RESEND_API_KEY", "re_test"),
-            ("RESEND_API_URL", &resend.base),
-        ]),
-    )
-    .call(signed_post(
-        &format!("/p?user_id={user}&prediction_id={prediction}"),
-        &fixture("prediction_failed", &replicate_id()),
-    ))
-    .await;
+    let response = Webhook::new(WebhookRoute::Predict, &emailing(&resend.base, &[]))
+        .call(signed_post(
+            &format!("/p?user_id={user}&prediction_id={prediction}"),
+            &fixture("prediction_failed", &replicate_id()),
+        ))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(resend.received().len(), 1);
 }
@@ -414,10 +401,7 @@ async fn an_email_service_that_is_down_never_fails_the_webhook() {
     let user = seed_user(&db).await;
     let model = seed_model(&db, user, None, 0).await;
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let handler = Webhook::new(
-        WebhookRoute::Train,
-        &settings_with(&[("RESEND_API_KEY", "re_test"), ("RESEND_API_URL", &closed)]),
-    );
+    let handler = Webhook::new(WebhookRoute::Train, &emailing(&closed, &[]));
     let body = train(&handler, user, model, "training_canceled", &replicate_id()).await;
     assert_eq!(body["outcome"], "applied");
     assert_eq!(db.row("models", model).await["status"], "canceled");
@@ -455,6 +439,12 @@ impl World {
         }
         self.db.insert(table, &row).await;
         id
+    }
+
+    /// A pending row of `table` costing `credits`, with no Replicate id, made `age` ago.
+    async fn never_started(&self, table: &str, credits: i32, age: time::Duration) -> Uuid {
+        let fields = json!({"status": "pending", "credits_cost": credits});
+        self.aged(table, fields, age, age).await
     }
 
     /// A training that Replicate started two hours ago and we last heard of then.
@@ -509,8 +499,7 @@ impl World {
 
 #[tokio::test]
 async fn expired_outputs_are_never_a_success_even_when_output_is_null() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let resend = StandIn::start().await;
     resend.set_json("/emails", 200, &json!({"id": "email-1"}));
     // An hour after the end Replicate shows data_removed and a null output.
@@ -530,11 +519,7 @@ async fn expired_outputs_are_never_a_success_even_when_output_is_null() {
         ("RESEND_API_URL", &resend.base),
     ]);
     let body = run_authorized(&handler).await;
-    assert_eq!(
-        (body["reconciled"].clone(), body["failed"].clone()),
-        (json!(2), json!(0)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"reconciled": 2, "failed": 0}));
     for (table, id) in [("predictions", prediction), ("models", model)] {
         let row = w.db.row(table, id).await;
         assert_eq!(row["status"], "failed", "{table}");
@@ -558,8 +543,7 @@ async fn expired_outputs_are_never_a_success_even_when_output_is_null() {
 
 #[tokio::test]
 async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     // Two jobs whose check keeps failing (5xx), quieter than the lost webhook behind them.
     let mut bad = Vec::new();
     for _ in 0..2 {
@@ -576,15 +560,7 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
     let handler = w.reconcile_with(&[("RECONCILE_BATCH", "2")]);
 
     let body = run_authorized(&handler).await;
-    assert_eq!(
-        (
-            body["checked"].clone(),
-            body["reconciled"].clone(),
-            body["failed"].clone()
-        ),
-        (json!(2), json!(0), json!(2)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 2, "reconciled": 0, "failed": 2}));
     for (id, _) in &bad {
         let row = w.db.row("predictions", *id).await;
         assert_eq!(row["reconcile_attempts"], 1);
@@ -596,15 +572,7 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
 
     // The next run skips them: the lost webhook is finished.
     let body = run_authorized(&handler).await;
-    assert_eq!(
-        (
-            body["checked"].clone(),
-            body["reconciled"].clone(),
-            body["failed"].clone()
-        ),
-        (json!(1), json!(1), json!(0)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 1, "reconciled": 1, "failed": 0}));
     assert_eq!(w.db.row("predictions", good).await["status"], "failed");
     assert_eq!(w.refunds(good).await, 1);
     let asked = w.api.requests();
@@ -621,8 +589,7 @@ async fn a_failing_check_backs_off_and_lets_the_lost_webhooks_through() {
 
 #[tokio::test]
 async fn a_run_stops_taking_jobs_before_its_time_limit() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     // The first job's answer never comes (the API client gives up after its timeout, longer
     // than this run's whole budget); the second would be quick.
     let (slow, slow_rid) = w.quiet_prediction_since(5, 1).await;
@@ -632,14 +599,9 @@ async fn a_run_stops_taking_jobs_before_its_time_limit() {
 
     let handler = w.reconcile_with(&[("FUNCTION_TIMEOUT_SECONDS", "1")]);
     let body = run_authorized(&handler).await;
-    assert_eq!(
-        (
-            body["checked"].clone(),
-            body["failed"].clone(),
-            body["out_of_time"].clone()
-        ),
-        (json!(1), json!(1), json!(true)),
-        "{body}"
+    assert_counts(
+        &body,
+        json!({"checked": 1, "failed": 1, "out_of_time": true}),
     );
     assert_eq!(
         w.db.row("predictions", next).await["status"],
@@ -651,47 +613,21 @@ async fn a_run_stops_taking_jobs_before_its_time_limit() {
 
     // With time to spare, the next run takes it (the slow one is backing off).
     let body = run_authorized(&w.reconcile()).await;
-    assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone()),
-        (json!(1), json!(1)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 1, "reconciled": 1}));
     assert_eq!(w.refunds(next).await, 1);
     w.settle("predictions", slow).await;
 }
 
 #[tokio::test]
 async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let day = time::Duration::days(1);
     let hour = time::Duration::hours(1);
     // Charged two days ago, never got a Replicate id.
-    let orphan = w
-        .aged(
-            "predictions",
-            json!({"status": "pending", "credits_cost": 3}),
-            day * 2,
-            day * 2,
-        )
-        .await;
-    let orphan_model = w
-        .aged(
-            "models",
-            json!({"status": "pending", "credits_cost": 8}),
-            day * 2,
-            day * 2,
-        )
-        .await;
+    let orphan = w.never_started("predictions", 3, day * 2).await;
+    let orphan_model = w.never_started("models", 8, day * 2).await;
     // Charged an hour ago: creating it may still be under way.
-    let young = w
-        .aged(
-            "predictions",
-            json!({"status": "pending", "credits_cost": 3}),
-            hour,
-            hour,
-        )
-        .await;
+    let young = w.never_started("predictions", 3, hour).await;
     // Past the max age and Replicate still answers 404.
     let rid = replicate_id();
     let forgotten = w
@@ -709,11 +645,7 @@ async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
     );
 
     let body = run_authorized(&w.reconcile()).await;
-    assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone()),
-        (json!(3), json!(3)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 3, "reconciled": 3}));
     for (table, id) in [
         ("predictions", orphan),
         ("models", orphan_model),
@@ -742,8 +674,7 @@ async fn orphans_and_forgotten_jobs_end_aborted_and_refunded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_during_the_run_still_refunds_once() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let w = World::new().await;
+    let w = World::exclusive().await;
     let (id, rid) = w.quiet_prediction(7).await;
     let path = format!("/v1/predictions/{rid}");
     w.replicate_says(&rid, "prediction_failed", |_| {});
@@ -780,18 +711,8 @@ async fn a_webhook_during_the_run_still_refunds_once() {
     release.notify_one();
 
     let body = run.await.expect("run");
-    assert_eq!(
-        (body["checked"].clone(), body["reconciled"].clone()),
-        (json!(1), json!(0)),
-        "{body}"
-    );
+    assert_counts(&body, json!({"checked": 1, "reconciled": 0}));
     assert_eq!(w.refunds(id).await, 1, "refunded exactly once");
     assert_eq!(w.db.row("predictions", id).await["status"], "failed");
-    let events =
-        w.db.select(
-            "webhook_events",
-            &format!("webhook_id=eq.reconcile:{rid}:failed"),
-        )
-        .await;
-    assert_eq!(events[0]["outcome"], "duplicate");
+    assert_eq!(w.reconcile_outcome(&rid, "failed").await, "duplicate");
 }

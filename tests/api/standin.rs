@@ -32,25 +32,26 @@ pub struct Received {
 
 /// A set answer: status, content type and body.
 type Answer = (u16, String, Bytes);
-type Answers = Arc<Mutex<HashMap<String, Answer>>>;
-type Holds = Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>;
-/// Paths whose requests wait until their gate opens; once open, every request passes.
-type Gates = Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>>;
+
+/// What the handle sets and every connection reads.
+#[derive(Default)]
+struct State {
+    log: Mutex<Vec<Received>>,
+    files: Mutex<HashMap<String, Answer>>,
+    holds: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Paths whose requests wait until their gate opens; once open, every request passes.
+    gates: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    /// Where every request is redirected (307, same path), when set.
+    forward: Mutex<Option<String>>,
+}
 
 /// A running stand-in; stops when dropped.
 pub struct StandIn {
     /// Base URL, `http://127.0.0.1:PORT`.
     pub base: String,
-    log: Arc<Mutex<Vec<Received>>>,
-    files: Answers,
-    holds: Holds,
-    gates: Gates,
-    forward: Forward,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
-
-/// Where every request is redirected (307, same path), when set.
-type Forward = Arc<Mutex<Option<String>>>;
 
 impl Drop for StandIn {
     fn drop(&mut self) {
@@ -63,47 +64,31 @@ impl StandIn {
     pub async fn start() -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let files: Answers = Arc::default();
-        let holds: Holds = Arc::default();
-        let gates: Gates = Arc::default();
-        let forward: Forward = Arc::default();
-        let (task_log, task_files, task_holds, task_forward) = (
-            Arc::clone(&log),
-            Arc::clone(&files),
-            Arc::clone(&holds),
-            Arc::clone(&forward),
-        );
-        let task_gates = Arc::clone(&gates);
+        let state: Arc<State> = Arc::default();
+        let served = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, files, holds, forward) = (
-                    Arc::clone(&task_log),
-                    Arc::clone(&task_files),
-                    Arc::clone(&task_holds),
-                    Arc::clone(&task_forward),
-                );
-                let gates = Arc::clone(&task_gates);
+                let state = Arc::clone(&served);
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (log, files, holds, forward) = (
-                            Arc::clone(&log),
-                            Arc::clone(&files),
-                            Arc::clone(&holds),
-                            Arc::clone(&forward),
-                        );
-                        let gate = gates.lock().expect("lock").get(req.uri().path()).cloned();
+                        let state = Arc::clone(&state);
+                        let gate = state
+                            .gates
+                            .lock()
+                            .expect("lock")
+                            .get(req.uri().path())
+                            .cloned();
                         async move {
                             if let Some(mut gate) = gate {
                                 let _ = gate.wait_for(|open| *open).await;
                             }
-                            let to = forward.lock().expect("lock").clone();
+                            let to = state.forward.lock().expect("lock").clone();
                             Ok::<_, Infallible>(match to {
-                                Some(base) => forwarded(&req, &base, &log),
-                                None => answer(req, &log, &files, &holds).await,
+                                Some(base) => forwarded(&req, &base, &state.log),
+                                None => answer(req, &state).await,
                             })
                         }
                     });
@@ -113,22 +98,15 @@ impl StandIn {
                 });
             }
         });
-        StandIn {
-            base,
-            log,
-            files,
-            holds,
-            gates,
-            forward,
-            task,
-        }
+        StandIn { base, state, task }
     }
 
     /// Makes requests to `path` wait until the returned sender sends `true`; from then on
     /// every request to it passes (unlike [`StandIn::hold`], which releases one).
     pub fn gate(&self, path: &str) -> tokio::sync::watch::Sender<bool> {
         let (open, gate) = tokio::sync::watch::channel(false);
-        self.gates
+        self.state
+            .gates
             .lock()
             .expect("lock")
             .insert(path.to_owned(), gate);
@@ -138,7 +116,7 @@ impl StandIn {
     /// From now on, answers every request with a 307 to the same path under `base`, as a
     /// proxy or a moved API would.
     pub fn redirect_everything_to(&self, base: &str) {
-        *self.forward.lock().expect("lock") = Some(base.to_owned());
+        *self.state.forward.lock().expect("lock") = Some(base.to_owned());
     }
 
     /// Serves `bytes` at `/f/{name}`, but only once the returned handle is notified: the
@@ -150,28 +128,29 @@ impl StandIn {
         bytes: &[u8],
     ) -> (String, Arc<tokio::sync::Notify>) {
         let url = self.add(name, content_type, bytes);
-        let release = Arc::new(tokio::sync::Notify::new());
-        self.holds
-            .lock()
-            .expect("lock")
-            .insert(format!("/f/{name}"), Arc::clone(&release));
-        (url, release)
+        (url, self.held(format!("/f/{name}")))
     }
 
     /// Holds every request to `path` until the returned handle is notified (each request
     /// waits for one notification), as a slow upstream would.
     pub fn hold(&self, path: &str) -> Arc<tokio::sync::Notify> {
+        self.held(path.to_owned())
+    }
+
+    /// A new hold under `key` (a path, or `stall:` and a path), and what releases it.
+    fn held(&self, key: String) -> Arc<tokio::sync::Notify> {
         let release = Arc::new(tokio::sync::Notify::new());
-        self.holds
+        self.state
+            .holds
             .lock()
             .expect("lock")
-            .insert(path.to_owned(), Arc::clone(&release));
+            .insert(key, Arc::clone(&release));
         release
     }
 
     /// Answers requests to `path` with `status`, `content_type` and `body`.
     pub fn set(&self, path: &str, status: u16, content_type: &str, body: &[u8]) {
-        self.files.lock().expect("lock").insert(
+        self.state.files.lock().expect("lock").insert(
             path.to_owned(),
             (
                 status,
@@ -212,11 +191,7 @@ impl StandIn {
     /// notified: a large file caught mid-copy.
     pub fn stalled_big(&self, size: usize, name: &str) -> (String, Arc<tokio::sync::Notify>) {
         let path = format!("/stall/{size}/{name}");
-        let release = Arc::new(tokio::sync::Notify::new());
-        self.holds
-            .lock()
-            .expect("lock")
-            .insert(format!("stall:{path}"), Arc::clone(&release));
+        let release = self.held(format!("stall:{path}"));
         (format!("{}{path}", self.base), release)
     }
 
@@ -237,16 +212,11 @@ impl StandIn {
 
     /// Requests received so far, in full.
     pub fn received(&self) -> Vec<Received> {
-        self.log.lock().expect("lock").clone()
+        self.state.log.lock().expect("lock").clone()
     }
 }
 
-async fn answer(
-    req: Request<Incoming>,
-    log: &Mutex<Vec<Received>>,
-    files: &Answers,
-    holds: &Holds,
-) -> Response<Body> {
+async fn answer(req: Request<Incoming>, state: &State) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let method = req.method().to_string();
@@ -255,23 +225,19 @@ async fn answer(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    log.lock().expect("lock").push(Received {
+    let body = read_body(req).await;
+    state.log.lock().expect("lock").push(Received {
         method,
         path: path.clone(),
         authorization,
         body,
     });
-    let hold = holds.lock().expect("lock").get(&path).cloned();
+    let hold = state.holds.lock().expect("lock").get(&path).cloned();
     if let Some(release) = hold {
         release.notified().await;
     }
-    if let Some((code, content_type, bytes)) = files.lock().expect("lock").get(&path).cloned() {
+    let file = state.files.lock().expect("lock").get(&path).cloned();
+    if let Some((code, content_type, bytes)) = file {
         return Response::builder()
             .status(code)
             .header("content-type", content_type)
@@ -307,7 +273,8 @@ async fn answer(
         }
         (Some("stall"), Some(size), Some(_)) => {
             let size: usize = size.parse().unwrap_or(0);
-            let release = holds
+            let release = state
+                .holds
                 .lock()
                 .expect("lock")
                 .get(&format!("stall:{path}"))
@@ -349,6 +316,15 @@ async fn answer(
         }
         _ => status(StatusCode::NOT_FOUND),
     }
+}
+
+/// A request's whole body; what arrived before it broke off is not kept (empty).
+pub async fn read_body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
 }
 
 fn forwarded(req: &Request<Incoming>, base: &str, log: &Mutex<Vec<Received>>) -> Response<Body> {

@@ -319,23 +319,17 @@ async fn unified_finds_trainings_predictions_and_upscales() {
 
     let training = replicate_id();
     seed_model(&db, user, Some(&training), 0).await;
-    let response = handler
-        .call(signed_post(
-            "/u",
-            &fixture("training_processing", &training),
-        ))
-        .await;
-    assert_eq!(body_json(&response)["job"], "model");
+    assert_eq!(
+        unified_job(&handler, "training_processing", &training).await,
+        "model"
+    );
 
     let generation = replicate_id();
     seed_prediction(&db, user, Some(&generation), 0).await;
-    let response = handler
-        .call(signed_post(
-            "/u",
-            &fixture("prediction_processing", &generation),
-        ))
-        .await;
-    assert_eq!(body_json(&response)["job"], "prediction");
+    assert_eq!(
+        unified_job(&handler, "prediction_processing", &generation).await,
+        "prediction"
+    );
 
     for row in [
         json!({"kind": "upscale", "prompt": "x"}),
@@ -346,11 +340,18 @@ async fn unified_finds_trainings_predictions_and_upscales() {
         row["user_id"] = json!(user);
         row["replicate_prediction_id"] = json!(rid);
         db.insert("predictions", &row).await;
-        let response = handler
-            .call(signed_post("/u", &fixture("prediction_processing", &rid)))
-            .await;
-        assert_eq!(body_json(&response)["job"], "upscale", "{row}");
+        assert_eq!(
+            unified_job(&handler, "prediction_processing", &rid).await,
+            "upscale",
+            "{row}"
+        );
     }
+}
+
+/// The kind of job the unified route matched a delivery of `fixture_name` for `rid` to.
+async fn unified_job(handler: &Webhook, fixture_name: &str, rid: &str) -> Value {
+    let (_, body) = deliver(handler, "/u", &fixture(fixture_name, rid)).await;
+    body["job"].clone()
 }
 
 #[tokio::test]
@@ -438,32 +439,13 @@ async fn the_anon_key_cannot_write_any_table() {
     }
     // Each change names an existing row by a real column, so only the privilege can stop it:
     // the same request as the service role (the control) does change the row.
+    // (table, the row's filter, a text column of it)
     let changes = [
-        (
-            "profiles",
-            format!("id=eq.{user}"),
-            json!({"email": "changed@example.com"}),
-        ),
-        (
-            "models",
-            format!("id=eq.{model}"),
-            json!({"error": "changed"}),
-        ),
-        (
-            "predictions",
-            format!("id=eq.{prediction}"),
-            json!({"error": "changed"}),
-        ),
-        (
-            "credit_ledger",
-            format!("user_id=eq.{user}"),
-            json!({"reason": "changed"}),
-        ),
-        (
-            "webhook_events",
-            format!("webhook_id=eq.{event}"),
-            json!({"detail": "changed"}),
-        ),
+        ("profiles", format!("id=eq.{user}"), "email"),
+        ("models", format!("id=eq.{model}"), "error"),
+        ("predictions", format!("id=eq.{prediction}"), "error"),
+        ("credit_ledger", format!("user_id=eq.{user}"), "reason"),
+        ("webhook_events", format!("webhook_id=eq.{event}"), "detail"),
     ];
     let denied = |table: &str, what: &str, changed: &Changed| {
         assert_eq!(
@@ -472,17 +454,18 @@ async fn the_anon_key_cannot_write_any_table() {
             "{table}: anon {what} must be refused for lack of privilege"
         );
     };
-    for (table, filter, body) in &changes {
+    for (table, filter, column) in changes {
+        let body = &json!({ column: "changed@example.com" });
         let patch = anon
-            .try_change(reqwest::Method::PATCH, table, filter, body)
+            .try_change(reqwest::Method::PATCH, table, &filter, body)
             .await;
         denied(table, "patch", &patch);
         let delete = anon
-            .try_change(reqwest::Method::DELETE, table, filter, &json!({}))
+            .try_change(reqwest::Method::DELETE, table, &filter, &json!({}))
             .await;
         denied(table, "delete", &delete);
         let control = service
-            .try_change(reqwest::Method::PATCH, table, filter, body)
+            .try_change(reqwest::Method::PATCH, table, &filter, body)
             .await;
         assert_eq!(
             (control.status, control.rows),

@@ -18,14 +18,20 @@ const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const CRON_SECRET: &str = "cron-secret-for-doctor-tests";
 const TOKEN: &str = "r8_doctor-test-token";
 
-/// Reads a variable of the stack `scripts/test` starts.
-fn stack_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests through scripts/test, which starts the local stack"
-        )
-    })
-}
+/// The routes doctor calls, each reported on a line of its own.
+const ROUTES: [&str; 6] = [
+    "health",
+    "unified",
+    "completed",
+    "train",
+    "predict",
+    "reconcile",
+];
+
+// The stack's variables, as the black-box suite hands them to the functions.
+#[path = "../../tests/api/stack.rs"]
+mod stack;
+use stack::{stack_var, stack_vars};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -52,19 +58,7 @@ impl Drop for Dev {
 /// is told to leave every job alone, so that its run cannot touch other tests' rows.
 fn start_dev(changes: &[(&str, &str)]) -> Dev {
     let port = free_port();
-    let mut env: Vec<(String, String)> = [
-        "POSTGREST_URL",
-        "SUPABASE_SERVICE_ROLE_KEY",
-        "S3_ENDPOINT_URL",
-        "S3_FORCE_PATH_STYLE",
-        "S3_BUCKET",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ]
-    .iter()
-    .map(|n| ((*n).to_owned(), stack_var(n)))
-    .collect();
+    let mut env = stack_vars();
     for (k, v) in [
         ("REPLICATE_WEBHOOK_SECRET", SECRET),
         ("CRON_SECRET", CRON_SECRET),
@@ -232,6 +226,30 @@ fn doctor(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run doctor")
 }
 
+/// Runs doctor against the deployment at `base` with `env`, checks that it exits with
+/// `code`, and returns what it printed, with its whole output.
+fn doctor_at(base: &str, env: &[(&str, &str)], code: i32) -> (String, Output) {
+    let out = doctor(&["--url", base], env);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    (stdout, out)
+}
+
+/// `extra`, and what makes doctor ask the stand-in `api` for Replicate's signing secret.
+fn asking<'a>(api: &'a Fixed, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("REPLICATE_API_TOKEN", TOKEN),
+        ("REPLICATE_API_URL", api.base.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -245,6 +263,13 @@ fn line_of<'a>(stdout: &'a str, check: &str) -> &'a str {
                 .is_some_and(|rest| rest.starts_with(&format!("{check} ")))
         })
         .unwrap_or_else(|| panic!("no {check} line in:\n{stdout}"))
+}
+
+/// The printed line of `check`, once it is seen to say FAIL and `why`.
+fn failed<'a>(stdout: &'a str, check: &str, why: &str) -> &'a str {
+    let l = line_of(stdout, check);
+    assert!(l.starts_with("FAIL") && l.contains(why), "{l}");
+    l
 }
 
 /// Checks no secret, token or signature shows in what doctor printed.
@@ -291,44 +316,21 @@ fn events_for(replicate_id: &str) -> Vec<serde_json::Value> {
 fn a_healthy_dev_server_passes_every_check_and_nothing_is_written() {
     let dev = start_dev(&[]);
     let api = replicate_api(SECRET);
-    let out = doctor(
-        &["--url", &dev.base],
-        &[
-            ("CRON_SECRET", CRON_SECRET),
-            ("REPLICATE_API_TOKEN", TOKEN),
-            ("REPLICATE_API_URL", &api.base),
-        ],
-    );
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let (stdout, out) = doctor_at(&dev.base, &asking(&api, &[("CRON_SECRET", CRON_SECRET)]), 0);
     assert!(!stdout.contains("FAIL"), "{stdout}");
     // Plain http on this machine is a warning, not a failure.
     assert!(line_of(&stdout, "https").starts_with("WARN"), "{stdout}");
-    for check in [
-        "health",
-        "unified",
-        "completed",
-        "verification",
-        "train",
-        "predict",
-        "clock",
-        "reconcile",
-        "replicate-secret",
-    ] {
+    for check in ROUTES
+        .iter()
+        .chain(&["verification", "clock", "replicate-secret"])
+    {
         assert!(
             line_of(&stdout, check).starts_with("PASS"),
             "{check}: {stdout}"
         );
     }
     // Latency on each route's line.
-    for route in [
-        "health",
-        "unified",
-        "completed",
-        "train",
-        "predict",
-        "reconcile",
-    ] {
+    for route in ROUTES {
         assert!(
             line_of(&stdout, route).ends_with(" ms)"),
             "{route}: {stdout}"
@@ -372,23 +374,9 @@ fn a_redirect_fails_and_names_only_the_location_host() {
          location: https://www.elsewhere.example/api/webhooks/replicate?token=hidden-value",
         "",
     );
-    let out = doctor(&["--url", &proxy.base], &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for route in [
-        "health",
-        "unified",
-        "completed",
-        "train",
-        "predict",
-        "reconcile",
-    ] {
-        let l = line_of(&stdout, route);
-        assert!(l.starts_with("FAIL"), "{l}");
-        assert!(
-            l.contains("308 redirect to host www.elsewhere.example"),
-            "{l}"
-        );
+    let (stdout, out) = doctor_at(&proxy.base, &[], 1);
+    for route in ROUTES {
+        let l = failed(&stdout, route, "308 redirect to host www.elsewhere.example");
         assert!(l.contains("Replicate does not follow redirects"), "{l}");
         assert!(l.contains("Fix:"), "{l}");
     }
@@ -405,11 +393,8 @@ fn a_login_page_is_named_with_the_setting_to_change() {
          server: Vercel\r\nx-vercel-id: fra1::test\r\nset-cookie: _vercel_sso_nonce=n0nce",
         "<!doctype html><html><head><title>Authentication Required</title></head></html>",
     );
-    let out = doctor(&["--url", &vercel.base], &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let l = line_of(&stdout, "unified");
-    assert!(l.starts_with("FAIL") && l.contains("401 login page"), "{l}");
+    let (stdout, _) = doctor_at(&vercel.base, &[], 1);
+    let l = failed(&stdout, "unified", "401 login page");
     assert!(l.contains("Deployment Protection"), "{l}");
     assert!(l.contains("x-vercel-protection-bypass"), "{l}");
     assert!(!stdout.contains("Authentication Required") && !stdout.contains("n0nce"));
@@ -419,14 +404,8 @@ fn a_login_page_is_named_with_the_setting_to_change() {
         "HTTP/1.1 403 Forbidden\r\ncontent-type: text/html",
         "<html><body>Sign in</body></html>",
     );
-    let out = doctor(&["--url", &sso.base], &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let l = line_of(&stdout, "health");
-    assert!(
-        l.starts_with("FAIL") && l.contains("403 HTML login page"),
-        "{l}"
-    );
+    let (stdout, _) = doctor_at(&sso.base, &[], 1);
+    let l = failed(&stdout, "health", "403 HTML login page");
     assert!(!l.contains("Vercel"), "{l}");
 }
 
@@ -441,18 +420,13 @@ fn a_wrong_secret_and_a_wrong_cron_secret_are_reported() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(line_of(&stdout, "health").starts_with("PASS"), "{stdout}");
     for route in ["unified", "completed", "train", "predict"] {
-        let l = line_of(&stdout, route);
-        assert!(l.starts_with("FAIL") && l.contains("401"), "{l}");
+        let l = failed(&stdout, route, "401");
         assert!(
             l.contains("REPLICATE_WEBHOOK_SECRET in the deployment"),
             "{l}"
         );
     }
-    let l = line_of(&stdout, "reconcile");
-    assert!(
-        l.starts_with("FAIL") && l.contains("refused the CRON_SECRET"),
-        "{l}"
-    );
+    failed(&stdout, "reconcile", "refused the CRON_SECRET");
     assert!(!stdout.contains("not-the-cron-secret"));
     assert_nothing_secret(&out);
 }
@@ -461,16 +435,12 @@ fn a_wrong_secret_and_a_wrong_cron_secret_are_reported() {
 fn a_stopped_database_is_reported() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let dev = start_dev(&[("POSTGREST_URL", &nowhere)]);
-    let out = doctor(&["--url", &dev.base], &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let l = line_of(&stdout, "health");
-    assert!(l.starts_with("FAIL") && l.contains("degraded"), "{l}");
+    let (stdout, _) = doctor_at(&dev.base, &[], 1);
+    let l = failed(&stdout, "health", "degraded");
     assert!(l.contains("database"), "{l}");
     assert!(l.contains("Fix:"), "{l}");
     for route in ["unified", "completed", "train", "predict"] {
-        let l = line_of(&stdout, route);
-        assert!(l.starts_with("FAIL") && l.contains("503"), "{l}");
+        let l = failed(&stdout, route, "503");
         assert!(l.contains("see the health line"), "{l}");
     }
     // The signature is still checked before anything needs the database.
@@ -481,19 +451,11 @@ fn a_stopped_database_is_reported() {
 fn a_secret_that_is_not_replicates_fails_without_showing_either() {
     let dev = start_dev(&[]);
     let api = replicate_api(OTHER_SECRET);
-    let out = doctor(
-        &["--url", &dev.base],
-        &[
-            ("REPLICATE_API_TOKEN", TOKEN),
-            ("REPLICATE_API_URL", &api.base),
-        ],
-    );
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let l = line_of(&stdout, "replicate-secret");
-    assert!(
-        l.starts_with("FAIL") && l.contains("not Replicate's current signing secret"),
-        "{l}"
+    let (stdout, out) = doctor_at(&dev.base, &asking(&api, &[]), 1);
+    failed(
+        &stdout,
+        "replicate-secret",
+        "not Replicate's current signing secret",
     );
     // Everything else passes: the deployment does accept the secret given.
     assert_eq!(stdout.matches("FAIL").count(), 1, "{stdout}");
@@ -506,19 +468,8 @@ fn a_secret_that_is_not_replicates_fails_without_showing_either() {
         "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json",
         r#"{"detail":"Invalid token."}"#,
     );
-    let out = doctor(
-        &["--url", &dev.base],
-        &[
-            ("REPLICATE_API_TOKEN", TOKEN),
-            ("REPLICATE_API_URL", &refusing.base),
-        ],
-    );
-    let l = line_of(&text(&out.stdout), "replicate-secret").to_owned();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        l.starts_with("FAIL") && l.contains("refused REPLICATE_API_TOKEN"),
-        "{l}"
-    );
+    let (stdout, _) = doctor_at(&dev.base, &asking(&refusing, &[]), 1);
+    failed(&stdout, "replicate-secret", "refused REPLICATE_API_TOKEN");
 }
 
 #[test]
@@ -529,14 +480,8 @@ fn a_clock_far_off_fails() {
          date: Sun, 06 Nov 1994 08:49:37 GMT",
         r#"{"status":"healthy"}"#,
     );
-    let out = doctor(&["--url", &late.base], &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let l = line_of(&stdout, "clock");
-    assert!(
-        l.starts_with("FAIL") && l.contains("behind this machine"),
-        "{l}"
-    );
+    let (stdout, _) = doctor_at(&late.base, &[], 1);
+    let l = failed(&stdout, "clock", "behind this machine");
     assert!(l.contains("Fix:"), "{l}");
 }
 
@@ -581,17 +526,7 @@ fn per_route_urls_reach_each_function() {
     // no route under it is used here to show each --route is what doctor calls.
     let dev = start_dev(&[]);
     let mut args = vec![];
-    let urls: Vec<String> = [
-        ("health", "/api/health"),
-        ("unified", "/api/unified"),
-        ("completed", "/api/completed"),
-        ("train", "/api/train"),
-        ("predict", "/api/predict"),
-        ("reconcile", "/api/reconcile"),
-    ]
-    .iter()
-    .map(|(name, path)| format!("{name}={}{path}", dev.base))
-    .collect();
+    let urls = ROUTES.map(|name| format!("{name}={}/api/{name}", dev.base));
     for url in &urls {
         args.push("--route");
         args.push(url);
@@ -610,9 +545,7 @@ fn per_route_urls_reach_each_function() {
 fn scripts_dev_without_a_replicate_token_only_warns_about_reconcile() {
     // As scripts/dev runs by default: CRON_SECRET set, no REPLICATE_API_TOKEN.
     let dev = start_dev(&[("REPLICATE_API_TOKEN", "")]);
-    let out = doctor(&["--url", &dev.base], &[("CRON_SECRET", CRON_SECRET)]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (stdout, _) = doctor_at(&dev.base, &[("CRON_SECRET", CRON_SECRET)], 0);
     let l = line_of(&stdout, "reconcile");
     assert!(l.starts_with("WARN") && l.contains("503"), "{l}");
     assert!(l.contains("REPLICATE_API_TOKEN"), "{l}");

@@ -93,6 +93,15 @@ fn signed<'a>(url: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// Runs `send` with the test secret, `rest` and the URL of `path` on a server that answers
+/// once with `status` and `answer`: its output and what the server received.
+fn send_once(path: &str, status: u16, answer: &'static str, rest: &[&str]) -> (Output, Captured) {
+    let (base, server) = serve_once(status, answer);
+    let url = format!("{base}{path}");
+    let out = send(&signed(&url, rest));
+    (out, server.join().expect("server"))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -176,10 +185,10 @@ fn vector_a_is_sent_byte_for_byte() {
     let file = dir.join("body.json");
     std::fs::write(&file, br#"{"test": 2432232314}"#).expect("write");
 
-    let (base, server) = serve_once(200, "{}");
-    let url = format!("{base}/api/webhooks/replicate");
-    let out = send(&signed(
-        &url,
+    let (out, got) = send_once(
+        "/api/webhooks/replicate",
+        200,
+        "{}",
         &[
             "--webhook-id",
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
@@ -188,8 +197,7 @@ fn vector_a_is_sent_byte_for_byte() {
             "--file",
             file.to_str().expect("utf-8 path"),
         ],
-    ));
-    let got = server.join().expect("server");
+    );
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
@@ -208,10 +216,12 @@ fn vector_a_is_sent_byte_for_byte() {
 
 #[test]
 fn a_401_answer_exits_non_zero_and_is_printed() {
-    let (base, server) = serve_once(401, r#"{"error":"no valid webhook signature"}"#);
-    let url = format!("{base}/api/webhooks/replicate");
-    let out = send(&signed(&url, &["--sample", "training.succeeded"]));
-    server.join().expect("server");
+    let (out, _) = send_once(
+        "/api/webhooks/replicate",
+        401,
+        r#"{"error":"no valid webhook signature"}"#,
+        &["--sample", "training.succeeded"],
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("HTTP 401"), "{stdout}");
@@ -244,10 +254,12 @@ fn every_sample_is_sent_as_its_fixture_with_the_id_replaced() {
 
     for (i, name) in names.iter().enumerate() {
         let id = format!("sampleid{i:02}xxxxxxxxxxxxxxxx");
-        let (base, server) = serve_once(200, "{}");
-        let url = format!("{base}/api/webhooks/replicate");
-        let out = send(&signed(&url, &["--sample", name, "--id", &id]));
-        let got = server.join().expect("server");
+        let (out, got) = send_once(
+            "/api/webhooks/replicate",
+            200,
+            "{}",
+            &["--sample", name, "--id", &id],
+        );
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
 
         let fixture =
@@ -272,18 +284,17 @@ fn every_sample_is_sent_as_its_fixture_with_the_id_replaced() {
 
 #[test]
 fn without_id_a_random_replicate_like_id_is_used() {
-    let (base, server) = serve_once(200, "{}");
-    let url = format!("{base}/api/replicate/webhooks/predict");
-    let out = send(&signed(
-        &url,
+    let (out, got) = send_once(
+        "/api/replicate/webhooks/predict",
+        200,
+        "{}",
         &[
             "--sample",
             "prediction.succeeded.text",
             "--query",
             "user_id=u1&prediction_id=p1",
         ],
-    ));
-    let got = server.join().expect("server");
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         got.target,

@@ -269,44 +269,55 @@ mod tests {
             Err(Refusal::NotListed("10.0.0.1".into()))
         );
         assert_eq!(allowed("10.0.0.1", "https://10.0.0.1/a"), Ok(()));
-        for ip in [
-            "127.0.0.1",
-            "169.254.169.254",
-            "192.168.1.1",
-            "100.64.0.1",
-            "0.0.0.0",
-        ] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        assert_private(
+            &[
+                "127.0.0.1",
+                "169.254.169.254",
+                "192.168.1.1",
+                "100.64.0.1",
+                "0.0.0.0",
+                "::1",
+                "fe80::1",
+                "fd00::1",
+                "::ffff:127.0.0.1",
+            ],
+            true,
+        );
+        assert_private(&["34.120.1.1"], false);
+    }
+
+    /// Checks that every address of `ips` is private, or that none is.
+    fn assert_private(ips: &[&str], private: bool) {
+        for ip in ips {
+            assert_eq!(is_private(ip.parse().unwrap()), private, "{ip}");
         }
-        for ip in ["::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
-        }
-        assert!(!is_private("34.120.1.1".parse().unwrap()));
     }
 
     #[test]
     fn reserved_ranges_and_embedded_ipv4_forms_are_private() {
-        for ip in [
-            "192.0.0.8",
-            "198.18.0.1",
-            "198.19.255.254",
-            "240.0.0.1",
-            "255.255.255.254",
-            // IPv6 ranges that embed IPv4 addresses, and site-local
-            "::127.0.0.1",
-            "::8.8.8.8",
-            "64:ff9b::a9fe:a9fe",
-            "64:ff9b::10.0.0.1",
-            "2002:a9fe:a9fe::1",
-            "2002:2278:101::1",
-            "fec0::1",
-            "::ffff:192.0.0.1",
-        ] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["198.20.0.1", "192.0.1.1", "::ffff:34.120.1.1", "2600::1"] {
-            assert!(!is_private(ip.parse().unwrap()), "{ip}");
-        }
+        assert_private(
+            &[
+                "192.0.0.8",
+                "198.18.0.1",
+                "198.19.255.254",
+                "240.0.0.1",
+                "255.255.255.254",
+                // IPv6 ranges that embed IPv4 addresses, and site-local
+                "::127.0.0.1",
+                "::8.8.8.8",
+                "64:ff9b::a9fe:a9fe",
+                "64:ff9b::10.0.0.1",
+                "2002:a9fe:a9fe::1",
+                "2002:2278:101::1",
+                "fec0::1",
+                "::ffff:192.0.0.1",
+            ],
+            true,
+        );
+        assert_private(
+            &["198.20.0.1", "192.0.1.1", "::ffff:34.120.1.1", "2600::1"],
+            false,
+        );
     }
 
     #[test]

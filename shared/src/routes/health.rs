@@ -8,12 +8,12 @@
 use crate::config::{ConfigError, Env, HealthConfig};
 use crate::error::ApiError;
 use crate::logging::LogFields;
-use crate::platform::{Handler, SMALL_BODY_LIMIT};
+use crate::platform::{Handler, Reply, SMALL_BODY_LIMIT};
 use crate::respond;
 use crate::storage::Storage;
 use crate::store::{Recent, Store};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, StatusCode, header};
 use serde::Serialize;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -165,9 +165,10 @@ impl Handler for Health {
         None
     }
 
-    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
+    // Nothing to add to the log line: the answer names every problem.
+    async fn handle(&self, req: Request<Bytes>, _log: &mut LogFields) -> Reply {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return respond::error(&ApiError::MethodNotAllowed { allow: "GET, HEAD" }, log);
+            return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
         }
         let (database, storage, recent) =
             tokio::join!(self.database(), self.storage(), self.recent(&req));
@@ -226,6 +227,6 @@ impl Handler for Health {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        respond::json(status, &report)
+        Ok(respond::json(status, &report))
     }
 }

@@ -22,7 +22,7 @@ use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::job::{JobRef, Outcome};
 use crate::logging::{self, LogFields};
-use crate::platform::{Handler, SMALL_BODY_LIMIT, Scheduled};
+use crate::platform::{Handler, Reply, SMALL_BODY_LIMIT, Scheduled};
 use crate::replicate::{Delivery, Output, Status};
 use crate::replicate_api::{Lookup, ReplicateApi};
 use crate::respond;
@@ -506,12 +506,11 @@ impl Ready {
 }
 
 impl Scheduled for Reconcile {
-    async fn on_schedule(&self, limit: Deadline, log: &mut LogFields) -> Response<Bytes> {
-        let run = match self.ready.as_ref() {
+    async fn on_schedule(&self, limit: Deadline, log: &mut LogFields) -> Reply {
+        match self.ready.as_ref() {
             Ok(ready) => ready.run(log, limit).await,
             Err(e) => Err(ApiError::Config(e.clone())),
-        };
-        run.unwrap_or_else(|e| respond::error(&e, log))
+        }
     }
 }
 
@@ -535,11 +534,8 @@ impl Handler for Reconcile {
         self.ready.as_ref().err()
     }
 
-    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
-        match self.run(req, log).await {
-            Ok(response) => response,
-            Err(e) => respond::error(&e, log),
-        }
+    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Reply {
+        self.run(req, log).await
     }
 }
 

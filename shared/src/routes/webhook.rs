@@ -9,7 +9,7 @@ use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::job::{Job, JobKind, JobRef, Outcome};
 use crate::logging::LogFields;
-use crate::platform::{Background, BodyTooLarge, Handler};
+use crate::platform::{Background, BodyTooLarge, Handler, Reply};
 use crate::replicate::{Delivery, Status};
 use crate::respond;
 use crate::signature::Verifier;
@@ -186,11 +186,8 @@ impl Handler for Webhook {
         self.time_limit
     }
 
-    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Response<Bytes> {
-        match self.process(req, log).await {
-            Ok(response) => response,
-            Err(err) => respond::error(&err, log),
-        }
+    async fn handle(&self, req: Request<Bytes>, log: &mut LogFields) -> Reply {
+        self.process(req, log).await
     }
 }
 

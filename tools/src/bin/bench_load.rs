@@ -196,18 +196,15 @@ fn options() -> Result<Options, Error> {
     Ok(o)
 }
 
-/// Diffusion-style progress lines, as a `processing` event's logs grow.
+// The verify + parse benchmark's progress lines, so both measure bodies of one shape.
+#[path = "../../../shared/benches/support/progress.rs"]
+mod progress;
+
+/// Diffusion-style progress lines, as a `processing` event's logs grow: `lines` of them.
 fn logs(lines: usize) -> String {
-    let mut logs = String::from("Using seed: 1234\n");
+    let mut logs = String::from(progress::SEED_LINE);
     for step in 0..lines {
-        let step = step % 29;
-        logs.push_str(&format!(
-            "{:3}%|{:<10}| {step}/28 [00:{:02}<00:{:02}, 3.42it/s]\n",
-            step * 100 / 28,
-            "#".repeat(step * 10 / 28),
-            step / 3,
-            (28 - step) / 3,
-        ));
+        logs.push_str(&progress::line(step % 29));
     }
     logs
 }

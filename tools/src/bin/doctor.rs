@@ -30,6 +30,8 @@ const CLOCK_WARN_SECONDS: i64 = 60;
 #[derive(Parser)]
 #[command(
     name = "doctor",
+    // What the environment gives is a secret: --help names the variable, never the value.
+    mut_args(|arg| arg.hide_env_values(true)),
     about = "Check a deployment of the Replicate webhook functions from the outside (writes nothing)",
     after_help = "Exit status: 0 when every check passes (warnings do not count), 1 otherwise, \
                   2 for usage errors.\n\nExamples:\n  \
@@ -51,21 +53,11 @@ struct Args {
     route: Vec<String>,
 
     /// The webhook signing secret (whsec_...); with several the first one signs
-    #[arg(
-        long,
-        value_name = "SECRET",
-        env = "REPLICATE_WEBHOOK_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "SECRET", env = "REPLICATE_WEBHOOK_SECRET")]
     secret: Option<String>,
 
     /// The deployment's CRON_SECRET: checks that reconcile runs with it
-    #[arg(
-        long,
-        value_name = "SECRET",
-        env = "CRON_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "SECRET", env = "CRON_SECRET")]
     cron_secret: Option<String>,
 
     /// Seconds each request may take
@@ -416,20 +408,8 @@ impl Doctor {
 
     /// A signed POST of `body` to `url`.
     async fn signed(&self, url: &Url, body: Vec<u8>, key: &SigningKey) -> Result<Answer, String> {
-        let webhook_id = format!("msg_doctor_{}", random_id());
-        let timestamp = tools::unix_now().unwrap_or_default();
-        let signature = key.sign(&webhook_id, timestamp, &body);
-        self.call(
-            Method::POST,
-            url,
-            vec![
-                (ID_HEADER, webhook_id),
-                (TIMESTAMP_HEADER, timestamp.to_string()),
-                (SIGNATURE_HEADER, signature),
-            ],
-            Some(body),
-        )
-        .await
+        let headers = signature_headers(key, &body);
+        self.call(Method::POST, url, headers, Some(body)).await
     }
 
     async fn health(&self) -> (Line, Option<Answer>) {
@@ -523,23 +503,9 @@ impl Doctor {
             return skipped(check);
         };
         // Signed over other bytes than those sent: what a forger without the secret sends.
+        let headers = signature_headers(&self.key, b"{}");
         let body = probe_body(probe_id);
-        let webhook_id = format!("msg_doctor_{}", random_id());
-        let timestamp = tools::unix_now().unwrap_or_default();
-        let signature = self.key.sign(&webhook_id, timestamp, b"{}");
-        let answer = match self
-            .call(
-                Method::POST,
-                url,
-                vec![
-                    (ID_HEADER, webhook_id),
-                    (TIMESTAMP_HEADER, timestamp.to_string()),
-                    (SIGNATURE_HEADER, signature),
-                ],
-                Some(body),
-            )
-            .await
-        {
+        let answer = match self.call(Method::POST, url, headers, Some(body)).await {
             Ok(a) => a,
             Err(why) => return unreachable(check, url, &why),
         };
@@ -981,6 +947,19 @@ fn base_url(url: &str) -> Result<Url, String> {
     let trimmed = trimmed.to_owned();
     base.set_path(&trimmed);
     Ok(base)
+}
+
+/// Fresh Standard Webhooks headers for a delivery of `body` signed with `key`, as Replicate
+/// sends them.
+fn signature_headers(key: &SigningKey, body: &[u8]) -> Vec<(&'static str, String)> {
+    let webhook_id = format!("msg_doctor_{}", random_id());
+    let timestamp = tools::unix_now().unwrap_or_default();
+    let signature = key.sign(&webhook_id, timestamp, body);
+    vec![
+        (ID_HEADER, webhook_id),
+        (TIMESTAMP_HEADER, timestamp.to_string()),
+        (SIGNATURE_HEADER, signature),
+    ]
 }
 
 /// `base` with the route's `path` under its own.

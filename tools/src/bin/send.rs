@@ -128,6 +128,8 @@ const SAMPLES: &[Sample] = &[
 #[derive(Parser)]
 #[command(
     name = "send",
+    // What the environment gives is a secret: --help names the variable, never the value.
+    mut_args(|arg| arg.hide_env_values(true)),
     about = "Sign a Replicate webhook delivery (Standard Webhooks v1) and POST it to a URL",
     group(ArgGroup::new("body").args(["sample", "file", "from_replicate"])),
     after_help = "Exit status: 0 for a 2xx answer, 1 for any other answer or no answer, \
@@ -144,12 +146,7 @@ struct Args {
 
     /// Signing secret (whsec_...). With several (spaces or commas, as during a rotation) the
     /// first one signs.
-    #[arg(
-        long,
-        value_name = "SECRET",
-        env = "REPLICATE_WEBHOOK_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "SECRET", env = "REPLICATE_WEBHOOK_SECRET")]
     secret: Option<String>,
 
     /// Built-in sample to send (--list shows them); a unique prefix such as
