@@ -874,29 +874,10 @@ impl Drop for TempDir {
     }
 }
 
-/// What the stack's `pg_bootstrap` gives its database before the migrations: Supabase's
-/// grants and default privileges in public, and the auth stand-in the policies call.
-const BOOTSTRAP: &str = r#"
-grant usage on schema public to anon, authenticated, service_role;
-alter default privileges for role postgres in schema public
-  grant all on tables to anon, authenticated, service_role;
-alter default privileges for role postgres in schema public
-  grant all on sequences to anon, authenticated, service_role;
-alter default privileges for role postgres in schema public
-  grant all on functions to anon, authenticated, service_role;
-create schema extensions;
-grant usage on schema extensions to anon, authenticated, service_role;
-create schema auth;
-grant usage on schema auth to anon, authenticated, service_role;
-create table auth.users (id uuid primary key default gen_random_uuid(), email text,
-  created_at timestamptz not null default now());
-create function auth.jwt() returns jsonb language sql stable
-  as $$ select coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb $$;
-create function auth.uid() returns uuid language sql stable
-  as $$ select nullif(auth.jwt() ->> 'sub', '')::uuid $$;
-create function auth.role() returns text language sql stable
-  as $$ select coalesce(auth.jwt() ->> 'role', current_user) $$;
-"#;
+/// What the stack gives its database before the migrations (Supabase's roles, grants and
+/// default privileges, and the stand-ins for Auth, pg_net, Vault and Realtime), given to
+/// the tests' own databases too.
+const BOOTSTRAP: &str = include_str!("../../scripts/sql/supabase-bootstrap.sql");
 
 /// The project's migrations, in the order they apply.
 pub fn migration_files() -> Vec<PathBuf> {
