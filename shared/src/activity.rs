@@ -85,11 +85,6 @@ impl<H: Handler> Counted<H> {
             store: OnceLock::new(),
         }
     }
-
-    /// The wrapped route.
-    pub fn inner(&self) -> &H {
-        &self.inner
-    }
 }
 
 impl<H: Handler> Handler for Counted<H> {

@@ -4,6 +4,7 @@
 //! other key. The message names counts and likely causes, never a secret or a URL.
 
 use crate::config::Secret;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long connecting to the alert webhook may take.
@@ -27,8 +28,9 @@ pub enum AlertError {
 /// Posts alerts to one webhook, with a client that follows no redirect.
 pub struct Alerts {
     url: Secret,
-    // None when the client could not be built: each send then fails with an error.
-    http: Option<reqwest::Client>,
+    // Built with the first alert (most runs send none). None when it could not be built:
+    // each send then fails with an error.
+    http: OnceLock<Option<reqwest::Client>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -44,21 +46,31 @@ struct Message<'a> {
 }
 
 impl Alerts {
-    /// A client for the webhook at `url`; no connection is made until the first alert.
+    /// A client for the webhook at `url`; nothing is built or sent until the first alert.
     pub fn new(url: Secret) -> Alerts {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(SEND_TIMEOUT)
-            .user_agent(concat!("replicate-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .ok();
-        Alerts { url, http }
+        Alerts {
+            url,
+            http: OnceLock::new(),
+        }
+    }
+
+    fn http(&self) -> Option<&reqwest::Client> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(SEND_TIMEOUT)
+                    .user_agent(concat!("replicate-webhooks/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Posts `text` (cut to Discord's 2000 characters).
     pub async fn send(&self, text: &str) -> Result<(), AlertError> {
-        let http = self.http.as_ref().ok_or(AlertError::Unreachable(
+        let http = self.http().ok_or(AlertError::Unreachable(
             "the HTTP client could not be built",
         ))?;
         let text = match text.char_indices().nth(MAX_CHARS) {

@@ -105,21 +105,17 @@ impl Services {
         if !store.claim_copy(kind, found.job_id, &holder, lease).await? {
             return Err(ApiError::CopyInProgress);
         }
-        let copied = self.copier().map_err(ApiError::from).map(|copier| {
-            copier.copy_all(
-                Destination {
-                    kind,
-                    user_id: found.user_id,
-                    replicate_id: &d.id,
-                },
-                output,
-                d.output.files(),
-                deadline.work_until(),
-            )
-        });
-        let stored = match copied {
-            Ok(copy) => copy.await.map_err(ApiError::from),
-            Err(e) => Err(e),
+        let destination = Destination {
+            kind,
+            user_id: found.user_id,
+            replicate_id: &d.id,
+        };
+        let stored = match self.copier() {
+            Ok(copier) => copier
+                .copy_all(destination, output, d.output.files(), deadline.work_until())
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e.into()),
         };
         let stored = match stored {
             Ok(stored) => stored,

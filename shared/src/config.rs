@@ -165,6 +165,16 @@ impl Secret {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, trimmed, if there is one: what a
+/// caller offers to compare with [`Secret::matches`].
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -331,17 +341,11 @@ impl ReplicateApiConfig {
     }
 }
 
-/// Default `FUNCTION_TIMEOUT_SECONDS`: reconcile's `maxDuration` in `vercel.json`.
-pub const DEFAULT_FUNCTION_TIMEOUT_SECONDS: u64 = 300;
-
 /// Reads `FUNCTION_TIMEOUT_SECONDS`: the time limit of `route` outside Lambda (whose
 /// invocations carry their own deadline), default the route's `maxDuration` in the route
 /// table (which `vercel.json` must match).
 pub fn function_timeout(env: &impl Env, route: &str) -> Result<Duration, ConfigError> {
-    let default = crate::routes::table::by_bin(route)
-        .map_or(DEFAULT_FUNCTION_TIMEOUT_SECONDS, |r| {
-            u64::from(r.max_duration_seconds)
-        });
+    let default = crate::routes::table::max_duration(route).as_secs();
     match number(env, "FUNCTION_TIMEOUT_SECONDS", default)? {
         0 => Err(ConfigError::Invalid {
             name: "FUNCTION_TIMEOUT_SECONDS",

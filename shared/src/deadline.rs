@@ -20,6 +20,16 @@ impl Deadline {
         Deadline(Instant::now() + limit)
     }
 
+    /// The deadline the platform adapter put in `extensions` (Lambda's, or the route's time
+    /// limit from when the request arrived); `limit` from now for a request that came
+    /// another way (a test calling the handler itself).
+    pub fn of_request(extensions: &http::Extensions, limit: Duration) -> Deadline {
+        extensions
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::after(limit))
+    }
+
     /// Lambda's deadline, given as milliseconds since the Unix epoch.
     ///
     /// A value too small to be a time of this century is read as milliseconds from now:

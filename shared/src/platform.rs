@@ -37,9 +37,7 @@ pub trait Handler: Send + Sync + 'static {
     /// The route's time limit where the platform does not say it per request (Vercel, the
     /// dev server): the route's `maxDuration`, unless configured otherwise.
     fn time_limit(&self) -> Duration {
-        crate::routes::table::by_bin(self.name()).map_or(Duration::from_secs(300), |r| {
-            Duration::from_secs(u64::from(r.max_duration_seconds))
-        })
+        crate::routes::table::max_duration(self.name())
     }
     /// Answers one request, noting in `log` what the request's log line should say.
     /// Never panics; every failure is an error [`respond`] answers.
@@ -115,7 +113,7 @@ pub struct BodyTooLarge;
 /// Serves `handler` on the platform the environment names, until the runtime stops.
 pub async fn serve<H: Handler>(handler: H) -> Result<(), BoxError> {
     let handler = Arc::new(handler);
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+    if on_lambda() {
         serve_lambda(handler).await
     } else {
         serve_vercel(handler).await
@@ -423,16 +421,28 @@ fn url_response(
 pub async fn run_scheduled<H: Scheduled>(
     build: impl FnOnce(&ProcessEnv) -> H,
 ) -> Result<(), BoxError> {
+    let handler = Arc::new(start(build));
+    if on_lambda() {
+        serve_lambda_scheduled(handler).await
+    } else {
+        serve_vercel(handler).await
+    }
+}
+
+/// Installs the runtime's log and builds the handler from the environment; a configuration
+/// problem is logged here once and answered per request.
+fn start<H: Handler>(build: impl FnOnce(&ProcessEnv) -> H) -> H {
     logging::RuntimeLog::install();
     let handler = build(&ProcessEnv);
     if let Some(e) = handler.config_error() {
         logging::event("error", handler.name(), &format!("not configured: {e}"));
     }
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        serve_lambda_scheduled(Arc::new(handler)).await
-    } else {
-        serve_vercel(Arc::new(handler)).await
-    }
+    handler
+}
+
+/// Whether Lambda's runtime API is there to serve (else: Vercel's HTTP server).
+fn on_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
 fn new_request_id() -> String {
@@ -442,10 +452,5 @@ fn new_request_id() -> String {
 /// Builds a route's handler from the environment and serves it; what each `api/*.rs`
 /// `main` calls. A configuration problem is logged here once and answered per request.
 pub async fn run<H: Handler>(build: impl FnOnce(&ProcessEnv) -> H) -> Result<(), BoxError> {
-    logging::RuntimeLog::install();
-    let handler = build(&ProcessEnv);
-    if let Some(e) = handler.config_error() {
-        logging::event("error", handler.name(), &format!("not configured: {e}"));
-    }
-    serve(handler).await
+    serve(start(build)).await
 }

@@ -7,6 +7,7 @@ use crate::upstream::{ReadError, read_at_most};
 
 /// The most of a job object read from the API.
 const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// What the API said about a job.
@@ -37,23 +38,34 @@ pub enum ApiCallError {
 /// A client for Replicate's API.
 #[derive(Debug, Clone)]
 pub struct ReplicateApi {
-    // None when the client could not be built: each lookup then fails with an error instead
-    // of the process panicking, as `Client::default()` would.
-    http: Option<reqwest::Client>,
+    // Built on the first lookup, so a cold start builds no TLS client for a run that asks
+    // Replicate nothing. None when it could not be built: each lookup then fails with an
+    // error instead of the process panicking, as `Client::default()` would.
+    http: OnceLock<Option<reqwest::Client>>,
     config: ReplicateApiConfig,
 }
 
 impl ReplicateApi {
-    /// Builds the client; no request is made.
+    /// A client for `config`; nothing is built or sent yet.
     pub fn new(config: ReplicateApiConfig) -> ReplicateApi {
-        // No redirects: the token would follow one to whatever host it names.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .ok();
-        ReplicateApi { http, config }
+        ReplicateApi {
+            http: OnceLock::new(),
+            config,
+        }
+    }
+
+    fn http(&self) -> Option<&reqwest::Client> {
+        self.http
+            .get_or_init(|| {
+                // No redirects: the token would follow one to whatever host it names.
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(Duration::from_secs(3))
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// `GET /v1/predictions/{id}` or `/v1/trainings/{id}`.
@@ -64,7 +76,7 @@ impl ReplicateApi {
         };
         let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         let url = format!("{}/v1/{collection}/{id}", self.config.base_url);
-        let http = self.http.as_ref().ok_or(ApiCallError::Unreachable(
+        let http = self.http().ok_or(ApiCallError::Unreachable(
             "the HTTP client could not be built",
         ))?;
         let response = http

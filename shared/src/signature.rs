@@ -136,6 +136,15 @@ impl<'a> Verified<'a> {
     }
 }
 
+/// The secrets in a `REPLICATE_WEBHOOK_SECRET`-style value: separated by spaces or commas, as
+/// during a rotation.
+pub fn split_secrets(value: &str) -> Vec<&str> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// Verifies deliveries against one or more secrets (several during a rotation).
 #[derive(Clone, Debug)]
 pub struct Verifier {
@@ -147,9 +156,8 @@ impl Verifier {
     /// Builds a verifier from `REPLICATE_WEBHOOK_SECRET`'s value: one or more secrets separated
     /// by spaces or commas, all accepted.
     pub fn from_secrets(secrets: &str, tolerance_seconds: u64) -> Result<Self, SecretError> {
-        let keys = secrets
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
+        let keys = split_secrets(secrets)
+            .into_iter()
             .map(SigningKey::parse)
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {

@@ -100,8 +100,6 @@ fn template_has_one_lambda_per_route_with_its_timeout() {
     assert_eq!(binaries, routes);
 
     let globals = &template["Globals"]["Function"];
-    let setting =
-        |props: &Value, key: &str| -> Value { props.get(key).unwrap_or(&globals[key]).clone() };
     assert!(
         globals["Environment"]["Variables"]
             .get("AWS_REGION")
@@ -117,8 +115,9 @@ fn template_has_one_lambda_per_route_with_its_timeout() {
             "{name}"
         );
         assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda");
-        assert_eq!(setting(props, "Runtime"), "provided.al2023", "{name}");
-        assert_eq!(setting(props, "Handler"), "bootstrap", "{name}");
+        let setting = |key| function_setting(&template, function, key);
+        assert_eq!(setting("Runtime"), "provided.al2023", "{name}");
+        assert_eq!(setting("Handler"), "bootstrap", "{name}");
         assert!(
             props["Environment"]["Variables"]
                 .get("AWS_REGION")

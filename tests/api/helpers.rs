@@ -779,6 +779,21 @@ pub fn psql_in(database: &str, sql: &str) -> Result<String, String> {
     psql_at(&with_database(&stack_var("DATABASE_URL"), database), sql)
 }
 
+/// `psql_in` for async tests: off the runtime's threads, as psql blocks.
+pub async fn psql_on(database: &str, sql: &str) -> Result<String, String> {
+    let (database, sql) = (database.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || psql_in(&database, &sql))
+        .await
+        .expect("psql runs")
+}
+
+/// Runs `sql` on the stack's database as its owner; stdout, failing the test on an error.
+pub async fn psql(sql: &str) -> String {
+    psql_on("postgres", sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// Runs `sql` with psql on the database at `url`; stdout, or stderr as the error.
 pub fn psql_at(url: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")

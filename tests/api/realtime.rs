@@ -8,23 +8,6 @@ use serde_json::{Value, json};
 use shared::routes::{Webhook, WebhookRoute};
 use uuid::Uuid;
 
-/// Runs `sql` with psql as the database owner, returning stdout.
-async fn psql(sql: &str) -> String {
-    let out = tokio::process::Command::new("psql")
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(stack_var("DATABASE_URL"))
-        .args(["-c", sql])
-        .output()
-        .await
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn topic(user: Uuid) -> String {
     format!("user:{user}:jobs")
 }

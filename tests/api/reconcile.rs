@@ -50,31 +50,12 @@ impl World {
     }
 
     fn reconcile(&self) -> Reconcile {
-        Reconcile::new(&settings_with(&[
-            ("REPLICATE_API_URL", &self.api.base),
-            ("REPLICATE_API_TOKEN", "r8_test_token"),
-            ("CRON_SECRET", CRON_SECRET),
-            // Only jobs quiet for an hour, so rows of tests running alongside never qualify.
-            ("RECONCILE_AFTER_SECONDS", "3600"),
-            ("OUTPUT_HOSTS", &self.files.base),
-        ]))
+        self.reconcile_with(&[])
     }
 
     /// A prediction that Replicate started two hours ago and we last heard of then.
     async fn quiet_prediction(&self, credits: i32) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        let rid = replicate_id();
-        let then = (OffsetDateTime::now_utc() - time::Duration::hours(2))
-            .format(&Rfc3339)
-            .expect("time");
-        self.db
-            .insert(
-                "predictions",
-                &json!({"id": id, "user_id": self.user, "status": "processing", "credits_cost": credits,
-                        "replicate_prediction_id": rid, "created_at": then, "updated_at": then}),
-            )
-            .await;
-        (id, rid)
+        self.quiet_prediction_since(2, credits).await
     }
 
     /// Replicate's API answers for `rid` with `fixture`, changed by `edit`.
@@ -153,17 +134,16 @@ async fn a_lost_failure_is_refunded_once_and_terminal_jobs_are_left_alone() {
     let w = World::exclusive().await;
     let (id, rid) = w.quiet_prediction(4).await;
     w.replicate_says(&rid, "prediction_failed", |_| {});
-    let done = seed_prediction(&w.db, w.user, Some(&replicate_id()), 4).await;
-    let old = (OffsetDateTime::now_utc() - time::Duration::hours(2))
-        .format(&Rfc3339)
-        .expect("time");
-    w.db.try_change(
-        reqwest::Method::PATCH,
-        "predictions",
-        &format!("id=eq.{done}"),
-        &json!({"status": "succeeded", "updated_at": old}),
-    )
-    .await;
+    // As quiet as the lost one, but finished: only its status keeps it out of the run.
+    let done = w
+        .aged(
+            "predictions",
+            json!({"status": "succeeded", "credits_cost": 4,
+                   "replicate_prediction_id": replicate_id()}),
+            time::Duration::hours(2),
+            time::Duration::hours(2),
+        )
+        .await;
 
     let body = run_authorized(&w.reconcile()).await;
     assert_counts(&body, json!({"checked": 1, "reconciled": 1}));
@@ -399,21 +379,31 @@ async fn a_finished_training_emails_its_owner_once() {
 async fn an_email_service_that_is_down_never_fails_the_webhook() {
     let db = Db::service();
     let user = seed_user(&db).await;
-    let model = seed_model(&db, user, None, 0).await;
+    // Refusing: the email is tried (the stand-in sees it) and its failure changes nothing.
+    let failing = StandIn::start().await;
+    failing.set_json("/emails", 500, &json!({"message": "down"}));
+    // Gone: nothing listens.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let handler = Webhook::new(WebhookRoute::Train, &emailing(&closed, &[]));
-    let body = train(&handler, user, model, "training_canceled", &replicate_id()).await;
-    assert_eq!(body["outcome"], "applied");
-    assert_eq!(db.row("models", model).await["status"], "canceled");
+    for url in [failing.base.as_str(), closed.as_str()] {
+        let model = seed_model(&db, user, None, 0).await;
+        let handler = Webhook::new(WebhookRoute::Train, &emailing(url, &[]));
+        let body = train(&handler, user, model, "training_canceled", &replicate_id()).await;
+        assert_eq!(body["outcome"], "applied", "{url}");
+        assert_eq!(db.row("models", model).await["status"], "canceled", "{url}");
+    }
+    let tried = failing.received();
+    assert_eq!(tried.len(), 1, "the email was attempted");
+    assert_eq!(tried[0].path, "/emails");
 }
 
 impl World {
-    /// Reconcile with `changes` on top of [`World::reconcile`]'s settings.
+    /// Reconcile against the world's stand-ins, with `changes` on top.
     fn reconcile_with(&self, changes: &[(&str, &str)]) -> Reconcile {
         let mut all = vec![
             ("REPLICATE_API_URL", self.api.base.as_str()),
             ("REPLICATE_API_TOKEN", "r8_test_token"),
             ("CRON_SECRET", CRON_SECRET),
+            // Only jobs quiet for an hour, so rows of tests running alongside never qualify.
             ("RECONCILE_AFTER_SECONDS", "3600"),
             ("OUTPUT_HOSTS", self.files.base.as_str()),
         ];

@@ -8,21 +8,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Runs `sql` with psql as the database owner (postgres) on `database`, returning stdout,
-/// or stderr as the error; off the runtime's threads, as psql blocks.
-async fn psql_on(database: &str, sql: &str) -> Result<String, String> {
-    let (database, sql) = (database.to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || psql_in(&database, &sql))
-        .await
-        .expect("psql runs")
-}
-
-async fn psql(sql: &str) -> String {
-    psql_on("postgres", sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 /// Calls an RPC through PostgREST with `key`, returning status and body.
 async fn rpc(key: &str, function: &str, args: &Value) -> (u16, Value) {
     let response = reqwest::Client::new()

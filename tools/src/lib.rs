@@ -8,14 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Replicate's API when `REPLICATE_API_URL` does not say otherwise.
 pub const DEFAULT_REPLICATE_API_URL: &str = "https://api.replicate.com";
 
-/// The secrets in a `REPLICATE_WEBHOOK_SECRET`-style value: separated by spaces or commas, as
-/// during a rotation.
-pub fn split_secrets(value: &str) -> Vec<&str> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
+/// The secrets in a `REPLICATE_WEBHOOK_SECRET`-style value, split as the functions split it.
+pub use shared::signature::split_secrets;
 
 /// The secret that signs: the first of `value`, with how many were given. The error says
 /// what to do and never includes the secret.

@@ -18,15 +18,10 @@ const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const CRON_SECRET: &str = "cron-secret-for-doctor-tests";
 const TOKEN: &str = "r8_doctor-test-token";
 
-/// The routes doctor calls, each reported on a line of its own.
-const ROUTES: [&str; 6] = [
-    "health",
-    "unified",
-    "completed",
-    "train",
-    "predict",
-    "reconcile",
-];
+/// The routes doctor calls (every route of the table), each reported on a line of its own.
+fn routes() -> [&'static str; 6] {
+    shared::routes::ROUTES.map(|r| r.bin)
+}
 
 // The stack's variables, as the black-box suite hands them to the functions.
 #[path = "../../tests/api/stack.rs"]
@@ -320,7 +315,7 @@ fn a_healthy_dev_server_passes_every_check_and_nothing_is_written() {
     assert!(!stdout.contains("FAIL"), "{stdout}");
     // Plain http on this machine is a warning, not a failure.
     assert!(line_of(&stdout, "https").starts_with("WARN"), "{stdout}");
-    for check in ROUTES
+    for check in routes()
         .iter()
         .chain(&["verification", "clock", "replicate-secret"])
     {
@@ -330,7 +325,7 @@ fn a_healthy_dev_server_passes_every_check_and_nothing_is_written() {
         );
     }
     // Latency on each route's line.
-    for route in ROUTES {
+    for route in routes() {
         assert!(
             line_of(&stdout, route).ends_with(" ms)"),
             "{route}: {stdout}"
@@ -375,7 +370,7 @@ fn a_redirect_fails_and_names_only_the_location_host() {
         "",
     );
     let (stdout, out) = doctor_at(&proxy.base, &[], 1);
-    for route in ROUTES {
+    for route in routes() {
         let l = failed(&stdout, route, "308 redirect to host www.elsewhere.example");
         assert!(l.contains("Replicate does not follow redirects"), "{l}");
         assert!(l.contains("Fix:"), "{l}");
@@ -526,7 +521,7 @@ fn per_route_urls_reach_each_function() {
     // no route under it is used here to show each --route is what doctor calls.
     let dev = start_dev(&[]);
     let mut args = vec![];
-    let urls = ROUTES.map(|name| format!("{name}={}/api/{name}", dev.base));
+    let urls = routes().map(|name| format!("{name}={}/api/{name}", dev.base));
     for url in &urls {
         args.push("--route");
         args.push(url);

@@ -475,7 +475,13 @@ fn from_replicate_sends_the_api_answer_byte_for_byte() {
 fn from_replicate_reports_what_the_api_refused() {
     // Replicate does not know the id: exit 1, nothing sent, a hint about --training.
     let (api, api_server) = serve_once(404, r#"{"detail":"Not found."}"#);
-    let url = closed_url();
+    // A listener kept open as the target: a delivery that went out would wait in its queue.
+    let target = TcpListener::bind("127.0.0.1:0").expect("bind");
+    target.set_nonblocking(true).expect("nonblocking");
+    let url = format!(
+        "http://{}/api/webhooks/replicate",
+        target.local_addr().expect("addr")
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_send"))
         .args(signed(&url, &["--from-replicate", "nosuchjob"]))
         .env_remove("REPLICATE_WEBHOOK_SECRET")
@@ -491,6 +497,11 @@ fn from_replicate_reports_what_the_api_refused() {
         "{stderr}"
     );
     assert!(!stderr.contains("r8_test-token"), "{stderr}");
+    assert_eq!(
+        target.accept().map(drop).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "nothing was sent"
+    );
 
     // No token: a usage error that names the variable.
     let out = Command::new(env!("CARGO_BIN_EXE_send"))

@@ -5,7 +5,7 @@
 //! happening (deliveries, refused requests, stuck, reconciled and expired jobs), from one
 //! database call. Without it (or with another bearer) that call is not made.
 
-use crate::config::{ConfigError, Env, HealthConfig};
+use crate::config::{ConfigError, Env, HealthConfig, bearer_token};
 use crate::error::ApiError;
 use crate::logging::LogFields;
 use crate::platform::{Handler, Reply, SMALL_BODY_LIMIT};
@@ -13,7 +13,7 @@ use crate::respond;
 use crate::storage::Storage;
 use crate::store::{Recent, Store};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode};
 use serde::Serialize;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -117,12 +117,8 @@ impl Health {
     /// (nothing is asked of the database then).
     async fn recent(&self, req: &Request<Bytes>) -> Option<Result<Recent, String>> {
         let secret = self.config.cron_secret.as_ref()?;
-        let offered = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))?;
-        if !secret.matches(offered.trim()) {
+        let offered = bearer_token(req.headers())?;
+        if !secret.matches(offered) {
             return None;
         }
         let Ok(config) = self.config.database.as_ref() else {

@@ -17,7 +17,7 @@
 
 use crate::alert::Alerts;
 use crate::apply::Services;
-use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret};
+use crate::config::{ConfigError, Env, ReconcileConfig, ReconcileLimits, Secret, bearer_token};
 use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::job::{JobRef, Outcome};
@@ -29,7 +29,7 @@ use crate::respond;
 use crate::signature::SignatureError;
 use crate::store::{ApplyEvent, Pruned, QuietJob};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use std::time::Instant;
 use time::format_description::well_known::Rfc3339;
@@ -212,11 +212,7 @@ impl Reconcile {
             .as_ref()
             .map_err(|e| ApiError::Config(e.clone()))?;
         ready.authorize(&req)?;
-        let limit = req
-            .extensions()
-            .get::<Deadline>()
-            .copied()
-            .unwrap_or_else(|| Deadline::after(self.time_limit()));
+        let limit = Deadline::of_request(req.extensions(), self.time_limit());
         ready.run(log, limit).await
     }
 }
@@ -224,8 +220,7 @@ impl Reconcile {
 impl Ready {
     /// One run: the batch of quiet jobs, each checked with Replicate and applied.
     async fn run(&self, log: &mut LogFields, limit: Deadline) -> Result<Response<Bytes>, ApiError> {
-        let ready = self;
-        let limits = ready.limits;
+        let limits = self.limits;
         let deadline = Instant::now() + limits.time_budget;
         let mut summary = Summary {
             ok: true,
@@ -234,11 +229,11 @@ impl Ready {
 
         // Lost webhooks first: their files expire within the hour. Orphans and old jobs,
         // which have waited a day or more already, take what is left of the batch.
-        let store = ready.services.store();
+        let store = self.services.store();
         let jobs = store
             .quiet_jobs(limits.after_seconds, limits.max_age_seconds, limits.batch)
             .await?;
-        let go_on = ready
+        let go_on = self
             .check_all(&jobs, Age::Young, (deadline, limit), &mut summary)
             .await;
         let left = limits.batch.saturating_sub(summary.checked);
@@ -251,13 +246,12 @@ impl Ready {
                     left,
                 )
                 .await?;
-            ready
-                .check_all(&lost, Age::Old, (deadline, limit), &mut summary)
+            self.check_all(&lost, Age::Old, (deadline, limit), &mut summary)
                 .await;
         }
-        summary.deleted = ready.prune().await;
+        summary.deleted = self.prune().await;
         if let Some(text) = summary.alert() {
-            ready.alert(&text).await;
+            self.alert(&text).await;
         }
         log.outcome = Some(format!(
             "checked {}, reconciled {}, failed {}{}",
@@ -274,15 +268,10 @@ impl Ready {
     }
 
     fn authorize(&self, req: &Request<Bytes>) -> Result<(), ApiError> {
-        let offered = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized(SignatureError::MissingHeader(
-                "authorization",
-            )))?;
-        if self.cron_secret.matches(offered.trim()) {
+        let offered = bearer_token(req.headers()).ok_or(ApiError::Unauthorized(
+            SignatureError::MissingHeader("authorization"),
+        ))?;
+        if self.cron_secret.matches(offered) {
             Ok(())
         } else {
             Err(ApiError::Unauthorized(SignatureError::NoMatch))
@@ -521,7 +510,7 @@ impl Handler for Reconcile {
 
     fn time_limit(&self) -> std::time::Duration {
         self.ready.as_ref().map_or_else(
-            |_| std::time::Duration::from_secs(crate::config::DEFAULT_FUNCTION_TIMEOUT_SECONDS),
+            |_| crate::routes::table::max_duration(self.name()),
             |r| r.limits.time_limit,
         )
     }

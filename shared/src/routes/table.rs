@@ -67,6 +67,12 @@ pub fn by_bin(bin: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.bin == bin)
 }
 
+/// The time limit of the route `bin`, its `maxDuration`; for a name not in the table, 300 s,
+/// the default of every Vercel plan.
+pub fn max_duration(bin: &str) -> std::time::Duration {
+    std::time::Duration::from_secs(by_bin(bin).map_or(300, |r| u64::from(r.max_duration_seconds)))
+}
+
 /// The route served at `path`: its contract path or its file path (`/api/<bin>`), with or
 /// without a trailing slash.
 pub fn by_path(path: &str) -> Option<&'static Route> {

@@ -74,7 +74,8 @@ impl Webhook {
                 services: Arc::new(Services::new(c.apply)),
             })
         });
-        let time_limit = time_limit.unwrap_or(Duration::from_secs(300));
+        let time_limit =
+            time_limit.unwrap_or_else(|_| crate::routes::table::max_duration(route.name()));
         Webhook {
             route,
             ready,
@@ -124,11 +125,7 @@ impl Webhook {
             .get::<Background>()
             .cloned()
             .unwrap_or_default();
-        let deadline = req
-            .extensions()
-            .get::<Deadline>()
-            .copied()
-            .unwrap_or_else(|| Deadline::after(self.time_limit));
+        let deadline = Deadline::of_request(req.extensions(), self.time_limit);
         let work = background.spawn(async move {
             let event = ApplyEvent::new(&webhook_id, route, job, &delivery, Outcome::Applied);
             services.apply(event, deadline).await

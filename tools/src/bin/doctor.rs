@@ -16,6 +16,7 @@ use clap::Parser;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
+use shared::routes::table;
 use shared::signature::{ID_HEADER, SIGNATURE_HEADER, SigningKey, TIMESTAMP_HEADER};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -65,14 +66,15 @@ struct Args {
     timeout: u64,
 }
 
-/// The routes, as the contract names them, with their paths.
-const ROUTES: &[(&str, &str)] = &[
-    ("health", "/api/health"),
-    ("unified", "/api/webhooks/replicate"),
-    ("completed", "/api/webhooks/replicate/completed"),
-    ("train", "/api/replicate/webhooks/train"),
-    ("predict", "/api/replicate/webhooks/predict"),
-    ("reconcile", "/api/cron/reconcile"),
+/// The routes, by their names in the route table, in the order they are checked (their
+/// paths are the table's).
+const CHECK_ORDER: [&str; 6] = [
+    "health",
+    "unified",
+    "completed",
+    "train",
+    "predict",
+    "reconcile",
 ];
 
 /// How a check came out.
@@ -219,9 +221,10 @@ async fn main() -> ExitCode {
 impl Doctor {
     fn new(args: &Args) -> Result<Doctor, String> {
         let base = args.url.as_deref().map(base_url).transpose()?;
-        let mut routes: Vec<(&'static str, Option<Url>)> = ROUTES
+        let mut routes: Vec<(&'static str, Option<Url>)> = CHECK_ORDER
             .iter()
-            .map(|(name, path)| (*name, base.as_ref().map(|b| at_path(b, path))))
+            .filter_map(|name| table::by_bin(name))
+            .map(|route| (route.bin, base.as_ref().map(|b| at_path(b, route.path))))
             .collect();
         for given in &args.route {
             let (name, url) = given
@@ -231,9 +234,10 @@ impl Doctor {
                 .iter_mut()
                 .find(|(n, _)| *n == name.trim())
                 .ok_or_else(|| {
+                    let names: Vec<&str> = table::ROUTES.iter().map(|r| r.bin).collect();
                     format!(
-                        "--route: no route named {name:?}; the routes are train, predict, \
-                         unified, completed, health, reconcile"
+                        "--route: no route named {name:?}; the routes are {}",
+                        names.join(", ")
                     )
                 })?;
             slot.1 = Some(parse_url(url.trim(), "--route")?);
@@ -938,8 +942,8 @@ fn base_url(url: &str) -> Result<Url, String> {
     let mut base = parse_url(url, "--url")?;
     let path = base.path().trim_end_matches('/').to_owned();
     let mut trimmed = path.as_str();
-    for (_, route) in ROUTES {
-        if let Some(rest) = path.strip_suffix(route) {
+    for route in &table::ROUTES {
+        if let Some(rest) = path.strip_suffix(route.path) {
             trimmed = rest;
             break;
         }
@@ -978,6 +982,15 @@ mod tests {
     #[test]
     fn arguments_are_consistent() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_route_of_the_table_is_checked_once() {
+        let mut checked = CHECK_ORDER.to_vec();
+        checked.sort_unstable();
+        let mut routes: Vec<&str> = table::ROUTES.iter().map(|r| r.bin).collect();
+        routes.sort_unstable();
+        assert_eq!(checked, routes);
     }
 
     #[test]
